@@ -1,0 +1,3 @@
+"""jaxcoder: pretrain, evaluate and export code LLMs in JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""The `jaxcoder` console script: `jaxcoder <verb> [--config=configs/x.py:arg] [--config.a.b=v] ...`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+VERBS = {
+    "train": ("jaxcoder.commands.train", "train or resume a model from a run config"),
+    "export": ("jaxcoder.commands.export", "write a checkpoint as a Hugging Face model directory"),
+    "import": ("jaxcoder.commands.import_", "read a Hugging Face directory into a jaxcoder checkpoint"),
+    "generate": ("jaxcoder.commands.generate", "sample a completion from a checkpoint"),
+    "params": ("jaxcoder.commands.params", "parameter count of a config (or --all presets)"),
+    "data": ("jaxcoder.commands.data", "data preparation steps: `data tokenizer`"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: jaxcoder <verb> [flags]   (jaxcoder <verb> --help for the verb's flags)", "", "verbs:"]
+    lines += [f"  {name:10s} {desc}" for name, (_, desc) in VERBS.items()]
+    lines += ["", "common flags: --config=configs/<file>.py[:arg] --config.<field>=<value>"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    verb = argv[1]
+    if verb not in VERBS:
+        print(f"jaxcoder: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(VERBS[verb][0])
+    rest = argv[2:]
+    if any(a in ("-h", "--help", "--helpshort") for a in rest):
+        from absl import flags
+
+        from jaxcoder.commands import common
+
+        print((module.__doc__ or verb).strip() + "\n")
+        for mod in (module, common):
+            text = flags.FLAGS.module_help(mod)
+            if text.strip():
+                print(text)
+        return
+    from absl import app
+
+    app.run(_quiet(module.main), argv=[f"jaxcoder {verb}", *rest])
+
+
+def _quiet(fn):
+    """Orbax logs every file it renames at INFO; keep the console readable unless -v is given."""
+
+    def run(argv):
+        from absl import flags, logging
+
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.ERROR)
+        return fn(argv)
+
+    return run
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per CLI verb; `jaxcoder.cli` dispatches to them."""

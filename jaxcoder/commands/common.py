@@ -1,0 +1,26 @@
+"""Flags shared by every verb (absl flags are process-global, so they are defined once here)."""
+
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Run config: configs/<file>.py[:arg]; override fields with --config.<field>=<value>.",
+    lock_config=True)
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A jaxcoder checkpoint directory (…/checkpoints).")
+STEP = flags.DEFINE_integer("step", None, "Checkpoint step to read (default: the latest).")
+OUT = flags.DEFINE_string("out", None, "Output directory.")
+
+
+def require_config():
+    cfg = CONFIG.value
+    if cfg is None:
+        raise SystemExit("error: --config=configs/<file>.py[:arg] is required for this verb")
+    return cfg
+
+
+def require(flag, what: str):
+    if flag.value is None:
+        raise SystemExit(f"error: --{flag.name} is required ({what})")
+    return flag.value

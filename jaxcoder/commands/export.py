@@ -1,0 +1,50 @@
+"""jaxcoder export: write a checkpoint as a Hugging Face model directory.
+
+Writes safetensors (sharded past export.max_shard_size, with an index), config.json,
+generation_config.json and the tokenizer. --verify_prompt loads the result with transformers,
+reports the largest logit difference from jaxcoder, and prints transformers' greedy completion.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from absl import flags
+
+from jaxcoder.commands import common
+from jaxcoder.export.hf_io import export_hf
+from jaxcoder.train.checkpoint import load_params
+
+ARCH = flags.DEFINE_string("architecture", None, "llama | starcoder2 | gpt_bigcode | auto (default: "
+                           "export.architecture of --config, else auto).")
+DTYPE = flags.DEFINE_string("dtype", None, "float32 | bfloat16 | float16 (default: export.dtype or float32).")
+SHARD = flags.DEFINE_string("max_shard_size", None, "e.g. 5GB (default: export.max_shard_size or 5GB).")
+VERIFY = flags.DEFINE_string("verify_prompt", None, "Check the export with transformers on this prompt.")
+NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "Tokens transformers generates with --verify_prompt.")
+
+
+def main(argv):
+    del argv
+    ckpt = common.require(common.CHECKPOINT, "the checkpoint to export")
+    out = Path(common.require(common.OUT, "the Hugging Face directory to write"))
+    run = common.CONFIG.value
+    exp = run.export if run is not None else {}
+    cfg, params, meta = load_params(ckpt, common.STEP.value)
+    tok_path = meta.get("tokenizer_path") or (run.tokenizer.path if run is not None else None)
+    special = None
+    if tok_path:
+        from jaxcoder.data.tokenizer import Tokenizer
+        special = Tokenizer(tok_path).special_tokens()
+    summary = export_hf(cfg, params, out, architecture=ARCH.value or exp.get("architecture", "auto"),
+                        dtype=DTYPE.value or exp.get("dtype", "float32"),
+                        max_shard_size=SHARD.value or exp.get("max_shard_size", "5GB"), special_tokens=special)
+    if tok_path:
+        from jaxcoder.data.tokenizer import save_hf_tokenizer
+        summary["tokenizer_files"] = save_hf_tokenizer(tok_path, out)
+    else:
+        print("warning: no tokenizer recorded in the checkpoint; the export has no tokenizer files")
+    print(f"exported step {meta.get('step')} to {out}: " + json.dumps(summary))
+    if VERIFY.value:
+        from jaxcoder.export.verify import verify_export
+        verify_export(out, cfg, params, VERIFY.value, NEW_TOKENS.value)

@@ -1,0 +1,180 @@
+"""Typed model configuration.
+
+One frozen dataclass describes every supported architecture through feature fields
+(norm, MLP, positions, attention heads, window, ...). Layers receive this object, never
+the whole run config, and never branch on a model's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+NORMS = ("rmsnorm", "layernorm")
+MLPS = ("swiglu", "gelu")
+POSITIONS = ("rope", "learned")
+ROPE_SCALINGS = ("none", "linear", "llama3", "yarn")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """Rotary embedding settings, in Hugging Face's half-rotation layout.
+
+    `scaling` selects how inverse frequencies are rescaled for longer contexts:
+    `linear` (positions divided by `factor`, DeepSeek-Coder), `llama3` and `yarn`.
+    """
+
+    theta: float = 10000.0
+    scaling: str = "none"
+    factor: float = 1.0
+    original_max_position: int | None = None
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only transformer covering the GPTBigCode, StarCoder2 and Llama families."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    max_seq_len: int
+    norm: str = "rmsnorm"
+    norm_eps: float = 1e-6
+    mlp: str = "swiglu"
+    attn_bias: bool = False
+    mlp_bias: bool = False
+    position: str = "rope"
+    rope: RopeConfig = RopeConfig()
+    sliding_window: int | None = None
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    remat: str = "full"
+    scan_layers: bool = True
+    attention_impl: str = "auto"
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad field."""
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                     "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        _choice("norm", self.norm, NORMS)
+        _choice("mlp", self.mlp, MLPS)
+        _choice("position", self.position, POSITIONS)
+        _choice("rope.scaling", self.rope.scaling, ROPE_SCALINGS)
+        _choice("remat", self.remat, REMAT_POLICIES)
+        _choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("param_dtype", self.param_dtype, DTYPES)
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"model.n_heads ({self.n_heads}) must be a multiple of model.n_kv_heads ({self.n_kv_heads})")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ConfigError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
+        if self.sliding_window is not None and self.sliding_window <= 0:
+            raise ConfigError(f"model.sliding_window must be positive or None, got {self.sliding_window}")
+        if self.norm_eps <= 0:
+            raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
+        if self.rope.scaling != "none" and self.rope.factor <= 0:
+            raise ConfigError(f"model.rope.factor must be positive, got {self.rope.factor}")
+        if self.rope.scaling in ("llama3", "yarn") and not self.rope.original_max_position:
+            raise ConfigError(f"model.rope.original_max_position is required for rope.scaling="
+                              f"{self.rope.scaling!r}")
+
+    # ------------------------------------------------------------- properties
+    @property
+    def q_per_kv(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def param_count(self) -> int:
+        """Exact number of parameters, computed from the shapes (no allocation)."""
+        d, f, v = self.d_model, self.d_ff, self.vocab_size
+        q, kv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        attn = d * q + 2 * d * kv + q * d + (q + 2 * kv + d if self.attn_bias else 0)
+        n_in = 2 if self.mlp == "swiglu" else 1
+        mlp = n_in * d * f + f * d + ((n_in * f + d) if self.mlp_bias else 0)
+        norm = d * (2 if self.norm == "layernorm" else 1)
+        per_layer = attn + mlp + 2 * norm
+        total = self.n_layers * per_layer + norm + v * d
+        if not self.tie_embeddings:
+            total += v * d
+        if self.position == "learned":
+            total += self.max_seq_len * d
+        return total
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6 per matmul weight plus causal attention (PaLM convention).
+
+        Embedding lookups cost no FLOPs, but the LM head matmul does, tied or not. Attention
+        is 12·L·H·hd·T for full attention, halved for causal; a sliding window caps T.
+        """
+        lookup = self.vocab_size * self.d_model * (0 if self.tie_embeddings else 1)
+        if self.position == "learned":
+            lookup += self.max_seq_len * self.d_model
+        matmul_params = self.param_count() - lookup
+        ctx = min(seq_len, self.sliding_window or seq_len)
+        attn = 12 * self.n_layers * self.n_heads * self.head_dim * ctx / 2
+        return 6 * matmul_params + attn
+
+    # ------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Builds a config from a plain mapping (ConfigDict, JSON), rejecting unknown keys."""
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config field(s): {', '.join('model.' + u for u in unknown)}")
+        rope = values.pop("rope", None) or {}
+        if not isinstance(rope, RopeConfig):
+            rope = dict(rope)
+            rope_known = {f.name for f in dataclasses.fields(RopeConfig)}
+            bad = sorted(set(rope) - rope_known)
+            if bad:
+                raise ConfigError(f"unknown model config field(s): {', '.join('model.rope.' + b for b in bad)}")
+            rope = RopeConfig(**rope)
+        return cls(rope=rope, **values)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def human_count(n: float) -> str:
+    """12_345_678 -> '12.35M'."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{max(0, 3 - int(math.log10(abs(n) / scale)) - 1)}f}{unit}"
+    return str(int(n))

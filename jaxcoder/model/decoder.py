@@ -1,0 +1,115 @@
+"""The decoder: pre-norm blocks stacked along a `layers` axis and run under `lax.scan`.
+
+Blocks are created once per layer by `nnx.vmap`, so every block parameter has a leading
+`layers` dimension whatever `scan_layers` says; checkpoints and exports see one layout. The
+forward splits the stack into pure state and scans over it (with the configured remat
+policy), which keeps compile time independent of depth.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcoder.model.config import ModelConfig
+from jaxcoder.model.layers import Attention, Embed, Mlp, Norm
+from jaxcoder.model.rope import rope_tables
+from jaxcoder.parallel.rules import constrain
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nnx.Module):
+    """x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.attn_norm = Norm(cfg, rngs=rngs)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = Norm(cfg, rngs=rngs)
+        self.mlp = Mlp(cfg, rngs=rngs)
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array, rope) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), segment_ids, rope)
+        x = constrain(x, ("batch", "length", "embed"))
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, ("batch", "length", "embed"))
+
+
+def _stack_axes(module: nnx.Module) -> None:
+    """Prepends the `layers` logical name to every parameter of a vmapped stack."""
+    for _, var in nnx.iter_graph(module):
+        if isinstance(var, nnx.Param):
+            var.set_metadata(axes=("layers", *var.get_metadata()["axes"]))
+
+
+class Decoder(nnx.Module):
+    """Token ids -> float32 logits. Packed rows are described by segment ids and positions."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg, rngs=rngs)
+        if cfg.position == "learned":
+            self.pos_embed = Embed(cfg.max_seq_len, cfg.d_model, ("position", "embed"), cfg, rngs=rngs)
+
+        @nnx.split_rngs(splits=cfg.n_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_blocks(rngs: nnx.Rngs) -> Block:
+            return Block(cfg, rngs=rngs)
+
+        self.blocks = make_blocks(rngs)
+        _stack_axes(self.blocks)
+        self.final_norm = Norm(cfg, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = nnx.Param(
+                cfg.init_std * jax.random.normal(rngs.params(), (cfg.d_model, cfg.vocab_size),
+                                                 jnp.dtype(cfg.param_dtype)), axes=("embed", "vocab"))
+
+    def embed_tokens(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+        x = self.embed(tokens)
+        if self.cfg.position == "learned":
+            x = x + self.pos_embed(positions)
+        return constrain(x, ("batch", "length", "embed"))
+
+    def run_blocks(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def body(h, layer_state):
+            return nnx.merge(graphdef, layer_state)(h, segment_ids, rope), None
+
+        if cfg.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            x, _ = jax.lax.scan(body, x, stacked)
+        else:
+            for i in range(cfg.n_layers):
+                x, _ = body(x, jax.tree.map(lambda a, i=i: a[i], stacked))
+        return x
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        x = self.final_norm(x)
+        out = self.embed.attend(x) if self.cfg.tie_embeddings else x @ self.lm_head[...].astype(x.dtype)
+        return constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        """tokens [B, T] int -> logits [B, T, vocab] float32.
+
+        segment_ids: documents packed in a row (attention never crosses a change of id);
+        defaults to one document per row. positions: per-token positions that restart at each
+        document; default 0..T-1.
+        """
+        b, t = tokens.shape
+        if segment_ids is None:
+            segment_ids = jnp.ones((b, t), jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        x = self.embed_tokens(tokens, positions)
+        x = self.run_blocks(x, segment_ids, positions)
+        return self.logits(x)

@@ -1,0 +1,44 @@
+"""Where the device mesh is built: named axes from the config, one of them may be -1."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+from jax.sharding import AxisType, Mesh
+
+MESH_AXES = ("data", "stage", "fsdp", "tensor")
+
+
+class MeshError(ValueError):
+    pass
+
+
+def resolve_axis_sizes(sizes: Mapping[str, int], n_devices: int) -> dict[str, int]:
+    """Fills the single -1 axis so the product equals the device count; names the problem otherwise."""
+    unknown = sorted(set(sizes) - set(MESH_AXES))
+    if unknown:
+        raise MeshError(f"unknown mesh axis {', '.join('mesh.' + u for u in unknown)}; axes are {MESH_AXES}")
+    sizes = {a: int(sizes.get(a, 1)) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    bad = [f"mesh.{a}={s}" for a, s in sizes.items() if s == 0 or s < -1]
+    if bad or len(free) > 1:
+        raise MeshError(f"mesh sizes must be positive with at most one -1; got {', '.join(bad or free)}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if n_devices % fixed:
+            raise MeshError(f"cannot fill mesh.{free[0]}=-1: {n_devices} devices are not divisible by the other "
+                            f"axes' product {fixed}")
+        sizes[free[0]] = n_devices // fixed
+    elif fixed != n_devices:
+        raise MeshError(f"mesh axes multiply to {fixed} ({sizes}) but there are {n_devices} devices")
+    return sizes
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over all (or the given) devices with axes in MESH_AXES order, in auto-sharding mode."""
+    devices = list(devices if devices is not None else jax.devices())
+    resolved = resolve_axis_sizes(sizes, len(devices))
+    shape = tuple(resolved[a] for a in MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)

@@ -1,0 +1,97 @@
+"""Where checkpoints are written and read (Orbax).
+
+A jaxcoder checkpoint directory holds numbered steps; each step has the items
+`params` (always), `opt_state` (training runs only) and `meta` (JSON: the model config, the
+run config, tokenizer hash, step). Readers that only need weights (eval, export) restore
+`params` alone, so an imported Hugging Face model is a checkpoint like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxcoder.model.config import ModelConfig
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _abs(path: str | os.PathLike) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+class Checkpointer:
+    """A thin wrapper so the rest of jaxcoder never touches Orbax's API directly."""
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
+                 keep_every: int | None = None, read_only: bool = False, async_save: bool = True):
+        self.directory = _abs(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_every,
+                                               read_only=read_only, enable_async_checkpointing=async_save,
+                                               create=not read_only)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, params: Any, *, opt_state: Any = None, meta: dict | None = None,
+             force: bool = True) -> bool:
+        items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta or {})}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
+        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(self, step: int | None = None, *, params_target: Any = None, opt_state_target: Any = None):
+        """Returns (step, params, opt_state or None, meta). Targets carry shapes/dtypes/shardings."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        items = {"params": ocp.args.StandardRestore(params_target), "meta": ocp.args.JsonRestore()}
+        if opt_state_target is not None:
+            items["opt_state"] = ocp.args.StandardRestore(opt_state_target)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return step, out["params"], out.get("opt_state") if opt_state_target is not None else None, out["meta"]
+
+    def has_item(self, step: int, item: str) -> bool:
+        return (Path(self.directory) / str(step) / item).exists()
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_meta(directory: str | os.PathLike, step: int | None = None) -> tuple[int, dict]:
+    """The JSON metadata of a step (latest by default), without touching arrays."""
+    ckpt = Checkpointer(directory, read_only=True)
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint found in {_abs(directory)}")
+    meta_file = Path(ckpt.directory) / str(step) / "meta" / "metadata"
+    if meta_file.exists():
+        return step, json.loads(meta_file.read_text())
+    _, _, _, meta = ckpt.restore(step, params_target=None)
+    return step, meta
+
+
+def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[ModelConfig, dict, dict]:
+    """(model config, params, meta) from a checkpoint, restored onto the default device."""
+    from jaxcoder.model.functional import abstract_params
+
+    step, meta = read_meta(directory, step)
+    if "model" not in meta:
+        raise CheckpointError(f"checkpoint {directory} step {step} has no model config in its metadata")
+    cfg = ModelConfig.from_dict(meta["model"])
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract_params(cfg))
+    _, params, _, meta = Checkpointer(directory, read_only=True).restore(step, params_target=target)
+    return cfg, params, meta

@@ -1,0 +1,86 @@
+"""The `jaxcoder` command line: help on every verb, clear errors, and the whole skeleton pipeline
+(tokenizer -> train -> export with transformers check -> import -> generate) on a tiny run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxcoder.cli import VERBS
+
+ROOT = Path(__file__).parent.parent
+
+
+def jaxcoder(*args, check=True, cwd=ROOT):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "jaxcoder", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"jaxcoder {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_usage_lists_every_verb():
+    out = jaxcoder("--help").stdout
+    assert all(v in out for v in VERBS)
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_verb_has_help(verb):
+    out = jaxcoder(verb, "--help").stdout
+    assert "--config" in out and len(out.splitlines()) > 5
+
+
+def test_unknown_verb_exits_2():
+    proc = jaxcoder("fly", check=False)
+    assert proc.returncode == 2 and "unknown verb 'fly'" in proc.stderr
+
+
+def test_params_prints_a_preset_count():
+    out = jaxcoder("params", "--config=configs/deepseek_coder.py:6.7b").stdout
+    # 32 * (4*4096^2 + 3*4096*11008 + 2*4096) + 2*32256*4096 + 4096, by hand
+    assert "6,740,512,768" in out and "6.74B" in out
+    table = jaxcoder("params", "--all").stdout
+    assert "starcoder2-15b" in table and "deepseek-coder-33b" in table
+
+
+def test_bad_override_names_the_field():
+    proc = jaxcoder("params", "--config=configs/starcoder2.py:3b", "--config.model.n_kv_heads=5", check=False)
+    assert proc.returncode != 0 and "model.n_heads (24) must be a multiple of model.n_kv_heads (5)" in proc.stderr
+    proc = jaxcoder("params", "--config=configs/starcoder2.py:3b", "--config.model.n_layerz=5", check=False)
+    assert proc.returncode != 0 and "n_layerz" in proc.stderr
+
+
+def test_missing_required_flag_is_explained(tmp_path):
+    proc = jaxcoder("export", "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "--checkpoint is required" in proc.stderr
+
+
+@pytest.mark.slow
+def test_skeleton_pipeline(hf, tmp_path):
+    work = tmp_path / "demo"
+    common = ["--config=configs/demo.py:deepseek,steps=20", f"--config.workdir={work}",
+              f"--config.tokenizer.path={work}/tok/code.model", "--config.tokenizer.vocab_size=1024",
+              "--config.model.vocab_size=1024", "--config.data.max_files=60", "--config.tokenizer.train_files=60",
+              "--config.train.log_every=5", "--config.train.checkpoint_every=10"]
+    jaxcoder("data", "tokenizer", *common)
+    out = jaxcoder("train", *common).stdout
+    assert "done: step 20" in out
+    assert len((work / "metrics.jsonl").read_text().splitlines()) == 4
+    out = jaxcoder("export", *common, f"--checkpoint={work}/checkpoints", f"--out={work}/hf",
+                   "--verify_prompt=def add(a, b):", "--max_new_tokens=8").stdout
+    assert "LlamaForCausalLM" in out and "transformers completion" in out
+    diff = float(out.split("max |logit difference| vs jaxcoder = ")[1].split()[0])
+    assert diff < 1e-4
+    config = json.loads((work / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["eos_token_id"] == 3
+    jaxcoder("import", f"--hf_dir={work}/hf", f"--out={work}/imported")
+    a = jaxcoder("generate", f"--checkpoint={work}/checkpoints", "--prompt=import os", "--max_new_tokens=8").stdout
+    b = jaxcoder("generate", f"--checkpoint={work}/imported", "--prompt=import os", "--max_new_tokens=8").stdout
+    assert a.startswith("import os") and a == b

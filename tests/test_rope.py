@@ -1,0 +1,54 @@
+"""RoPE: inverse frequencies of every scaling variant match transformers' implementation, and the
+rotation equals Hugging Face's rotate_half formula evaluated in float64."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcoder.model.config import RopeConfig
+from jaxcoder.model.rope import apply_rope, inverse_frequencies, rope_tables
+
+VARIANTS = [
+    ("default", RopeConfig(theta=10000.0), {}),
+    ("linear", RopeConfig(theta=100000.0, scaling="linear", factor=4.0), {"factor": 4.0}),
+    ("llama3", RopeConfig(theta=500000.0, scaling="llama3", factor=8.0, original_max_position=8192,
+                          low_freq_factor=1.0, high_freq_factor=4.0),
+     {"factor": 8.0, "original_max_position_embeddings": 8192, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+    ("yarn", RopeConfig(theta=10000.0, scaling="yarn", factor=4.0, original_max_position=2048),
+     {"factor": 4.0, "original_max_position_embeddings": 2048}),
+]
+
+
+@pytest.mark.parametrize("kind,rope,extra", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_inverse_frequencies_match_transformers(hf, kind, rope, extra):
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    head_dim = 64
+    config = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
+                         max_position_embeddings=8192 * 4,
+                         rope_parameters={"rope_type": kind, "rope_theta": rope.theta, **extra})
+    if kind == "default":
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+        ref, ref_factor = LlamaRotaryEmbedding.compute_default_rope_parameters(config)
+    else:
+        ref, ref_factor = ROPE_INIT_FUNCTIONS[kind](config)
+    ours, factor = inverse_frequencies(rope, head_dim)
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=2e-6, atol=0)
+    assert factor == pytest.approx(ref_factor, rel=1e-7)
+
+
+def test_rotation_matches_float64_rotate_half():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 3, 16)).astype(np.float32)
+    pos = np.stack([np.arange(7), np.array([0, 1, 2, 0, 1, 2, 3])]).astype(np.int32)
+    cos, sin = rope_tables(jnp.asarray(pos), RopeConfig(theta=1000.0), 16)
+    got = np.asarray(apply_rope(jnp.asarray(x), cos, sin))
+    inv = 1.0 / 1000.0 ** (np.arange(0, 16, 2, dtype=np.float64) / 16)
+    ang = pos[..., None].astype(np.float64) * inv
+    ang = np.concatenate([ang, ang], -1)[:, :, None, :]
+    x64 = x.astype(np.float64)
+    rot = np.concatenate([-x64[..., 8:], x64[..., :8]], -1)
+    np.testing.assert_allclose(got, x64 * np.cos(ang) + rot * np.sin(ang), rtol=1e-5, atol=1e-5)

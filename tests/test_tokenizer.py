@@ -1,0 +1,72 @@
+"""The code tokenizer: lossless on real source files and whitespace edge cases, FIM markers are
+single tokens, and the exported Hugging Face tokenizer gives identical ids."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from jaxcoder.data.stream import list_files, read_text
+from jaxcoder.data.tokenizer import DEEPSEEK_TOKENS, STARCODER_TOKENS, Tokenizer, save_hf_tokenizer, train_tokenizer
+
+EDGE_CASES = [
+    "def f(x):\n    return x\n", "\tindented\twith\ttabs\n", "trailing spaces   \n\n\n", "crlf\r\nline\r\n",
+    "html </s> and <s> literals", "emoji 🙂 and accents é ü", "  leading spaces", "", "x" * 3000,
+    "digits 1234567890", "<fim_prefix>a<fim_suffix>b<fim_middle>c",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    files = list_files([sysconfig.get_paths()["stdlib"]], [".py"], max_files=400)
+    return [t for t in (read_text(f) for f in files) if t]
+
+
+@pytest.fixture(scope="module")
+def tok(corpus, tmp_path_factory):
+    path = train_tokenizer(corpus[::2], tmp_path_factory.mktemp("tok") / "code.model", vocab_size=2048)
+    return Tokenizer(path)
+
+
+def test_lossless_on_source_files_and_edge_cases(tok, corpus):
+    for text in corpus[1::2] + EDGE_CASES:
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_fim_markers_are_single_tokens(tok):
+    for marker in STARCODER_TOKENS:
+        ids = tok.encode(f"a{marker}b")
+        assert tok.token_id(marker) in ids and len([i for i in ids if i == tok.token_id(marker)]) == 1
+
+
+def test_deepseek_layout(corpus, tmp_path):
+    tok = Tokenizer(train_tokenizer(corpus[:50], tmp_path / "ds.model", vocab_size=1024, layout="deepseek"))
+    for marker in DEEPSEEK_TOKENS:
+        assert len(tok.encode(marker)) == 1
+
+
+def test_unknown_layout_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer.layout must be one of"):
+        train_tokenizer(["x"], tmp_path / "t.model", layout="gpt2")
+
+
+def test_missing_model_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.model")):
+        Tokenizer(tmp_path / "nope.model")
+
+
+def test_hf_tokenizer_gives_identical_ids(hf, tok, corpus, tmp_path):
+    from transformers import AutoTokenizer
+
+    files = save_hf_tokenizer(tok.path, tmp_path)
+    assert {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"} <= set(files)
+    assert all((tmp_path / f).exists() for f in files)
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path)
+    for text in corpus[1:200:2] + EDGE_CASES:
+        ids = tok.encode(text)
+        assert hf_tok(text)["input_ids"] == ids, text[:80]
+        assert hf_tok.decode(ids) == text
+    assert (hf_tok.pad_token_id, hf_tok.bos_token_id, hf_tok.eos_token_id) == (tok.pad_id, tok.bos_id, tok.eos_id)
+    assert Path(tmp_path / "tokenizer.model").read_bytes() == tok.path.read_bytes()
