@@ -1,13 +1,18 @@
-"""The `make demo` run: a small DeepSeek-Coder-style model trained on this machine's Python
-standard library, on 2 CPU cores in a few minutes.
+"""The `make demo` run: a small model trained on this machine's own source code (the Python
+standard library, Linux headers, Perl's core modules and npm's JavaScript) on 2 CPU cores.
 
 `--config=configs/demo.py` (default line: deepseek) or `configs/demo.py:starcoder2` /
-`configs/demo.py:santacoder` to train a tiny model of another line.
+`configs/demo.py:santacoder` to train a tiny model of another line; `:steps=N` sets the length.
 """
+
+import os
+import sysconfig
 
 from jaxcoder.config import base_config, parse_arg
 
 _PRESETS = {"deepseek": "deepseek-coder-tiny", "starcoder2": "starcoder2-tiny", "santacoder": "santacoder-tiny"}
+# Real multi-language code that ships with this machine; missing ones are skipped.
+_EXTRA_REPOS = ("/usr/include/linux", "/usr/lib/x86_64-linux-gnu/perl-base", "/usr/lib/node_modules/npm")
 
 
 def get_config(arg=None):
@@ -16,14 +21,17 @@ def get_config(arg=None):
         raise ValueError(f"demo lines: {', '.join(_PRESETS)}; got {a.line!r}")
     c = base_config(_PRESETS[a.line])
     c.workdir = "runs/demo"
-    c.model.update(d_model=128, n_layers=4, n_heads=4, head_dim=32, vocab_size=4096,
+    c.model.update(d_model=128, n_layers=4, n_heads=4, head_dim=32, vocab_size=8192,
                    d_ff=344 if a.line == "deepseek" else 512, dtype="float32", remat="none")
     c.model.n_kv_heads = 1 if a.line == "santacoder" else 2
-    c.tokenizer.vocab_size = 4096
-    c.tokenizer.path = "runs/demo/tokenizer/code.model"
+    c.tokenizer.vocab_size = 8192
     c.tokenizer.layout = "deepseek" if a.line == "deepseek" else "starcoder"
-    c.tokenizer.train_files = 300
-    c.data.max_files = 600
+    c.data.prepared_dir = "runs/demo/data"
+    c.data.sources.repo_roots = (sysconfig.get_paths()["stdlib"],)
+    c.data.sources.repo_dirs = tuple(d for d in _EXTRA_REPOS if os.path.isdir(d))
+    c.data.sources.exclude = (*c.data.sources.exclude, "test", "tests", "idlelib", "lib2to3", "config-3*")
+    c.data.heldout_fraction = 0.02
+    c.data.fim.spm_rate = 0.0 if a.line == "deepseek" else 0.5  # DeepSeek-Coder trains PSM only
     c.train.steps = a.steps
     c.train.batch_size = 8
     c.train.seq_len = 256

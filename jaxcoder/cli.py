@@ -11,7 +11,7 @@ VERBS = {
     "import": ("jaxcoder.commands.import_", "read a Hugging Face directory into a jaxcoder checkpoint"),
     "generate": ("jaxcoder.commands.generate", "sample a completion from a checkpoint"),
     "params": ("jaxcoder.commands.params", "parameter count of a config (or --all presets)"),
-    "data": ("jaxcoder.commands.data", "data preparation steps: `data tokenizer`"),
+    "data": ("jaxcoder.commands.data", "`data prepare`: build tokenized training shards from code"),
 }
 
 

@@ -13,6 +13,10 @@ import sysconfig
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcoder.data.decontam import DecontamConfig
+from jaxcoder.data.dedup import DedupConfig
+from jaxcoder.data.filters import FilterConfig
+from jaxcoder.data.fim import FimConfig
 from jaxcoder.model.config import ModelConfig, RopeConfig
 from jaxcoder.model.presets import PRESETS
 from jaxcoder.train.optimizer import OptimizerConfig
@@ -40,16 +44,32 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.model = _model_section(preset)
 
     c.tokenizer = ml_collections.ConfigDict()
-    c.tokenizer.path = config_dict.placeholder(str)  # a sentencepiece .model
+    c.tokenizer.path = config_dict.placeholder(str)  # an existing sentencepiece model; else `data prepare` trains one
     c.tokenizer.vocab_size = 8192
     c.tokenizer.layout = "starcoder"  # FIM/metadata tokens: starcoder | deepseek
-    c.tokenizer.train_files = 400  # files sampled to train a tokenizer
+    c.tokenizer.train_docs = 2000  # documents sampled to train a tokenizer
 
     c.data = ml_collections.ConfigDict()
-    c.data.roots = (sysconfig.get_paths()["stdlib"],)
-    c.data.extensions = (".py",)
-    c.data.max_files = 0  # 0 = all
-    c.data.heldout_fraction = 0.02
+    c.data.prepared_dir = "runs/data"  # written by `jaxcoder data prepare`, read by `jaxcoder train`
+    c.data.sources = ml_collections.ConfigDict()
+    c.data.sources.repo_dirs = ()  # each directory is one repository
+    c.data.sources.repo_roots = (sysconfig.get_paths()["stdlib"],)  # each subdirectory is a repository
+    c.data.sources.records = ()  # JSONL / Parquet files of {repo, path, content} records
+    c.data.sources.exclude = ("__pycache__", ".git", ".hg", ".svn", "site-packages", "dist-packages")
+    c.data.languages = ()  # allow-list; empty = every language jaxcoder knows
+    c.data.filters = ml_collections.ConfigDict(dataclasses.asdict(FilterConfig()))
+    c.data.near_dedup = True
+    c.data.dedup = ml_collections.ConfigDict(dataclasses.asdict(DedupConfig()))
+    c.data.pii = True
+    c.data.decontamination = ml_collections.ConfigDict(dataclasses.asdict(DecontamConfig()))
+    c.data.repo_level = True
+    c.data.repo_format = "path_comment"  # path_comment (DeepSeek-Coder) | starcoder2
+    c.data.heldout_fraction = 0.01
+    c.data.tokens_per_shard = 4_000_000
+    c.data.prepare_workers = 0  # 0 = one per core
+    c.data.mixture = ()  # ((language, weight), ...); empty = proportional to tokens
+    c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5})  # layout: tokenizer.layout
+    c.data.loader_workers = 0  # Grain worker processes (0 = in the training process)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -110,3 +130,37 @@ def parse_arg(arg: str | None, **defaults):
         default = defaults[key]
         out[key] = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
     return out
+
+
+def _tuple(x):
+    return tuple(x) if isinstance(x, list | tuple) else (x,)
+
+
+def prepare_config(cfg: ml_collections.ConfigDict):
+    """The typed PrepareConfig of a run config."""
+    from jaxcoder.data.prepare import PrepareConfig
+
+    d = cfg.data
+    decontam = d.decontamination.to_dict()
+    decontam["extra_files"] = _tuple(decontam["extra_files"])
+    filters = d.filters.to_dict()
+    filters["long_line_languages"] = _tuple(filters["long_line_languages"])
+    return PrepareConfig(
+        out_dir=d.prepared_dir, repo_dirs=_tuple(d.sources.repo_dirs), repo_roots=_tuple(d.sources.repo_roots),
+        records=_tuple(d.sources.records), exclude=_tuple(d.sources.exclude), languages=_tuple(d.languages),
+        filters=FilterConfig(**filters), dedup=DedupConfig(**d.dedup.to_dict()), near_dedup=d.near_dedup,
+        pii=d.pii, decontamination=DecontamConfig(**decontam), repo_level=d.repo_level,
+        repo_format=d.repo_format, tokenizer_path=cfg.tokenizer.path, tokenizer_vocab_size=cfg.tokenizer.vocab_size,
+        tokenizer_layout=cfg.tokenizer.layout, tokenizer_train_docs=cfg.tokenizer.train_docs,
+        tokens_per_shard=d.tokens_per_shard, heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
+
+
+def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = None):
+    """The typed PipelineConfig of a run config (batch_size: per process)."""
+    from jaxcoder.data.pipeline import PipelineConfig
+
+    fim = FimConfig(rate=cfg.data.fim.rate, spm_rate=cfg.data.fim.spm_rate, layout=cfg.tokenizer.layout)
+    return PipelineConfig(data_dir=cfg.data.prepared_dir, seq_len=cfg.train.seq_len,
+                          batch_size=batch_size or cfg.train.batch_size, seed=cfg.seed,
+                          mixture=tuple((str(k), float(v)) for k, v in cfg.data.mixture), fim=fim,
+                          num_workers=cfg.data.loader_workers)

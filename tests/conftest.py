@@ -15,3 +15,17 @@ def hf():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     return transformers
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory):
+    """A small prepared dataset (two stdlib packages as repositories) shared by data/train tests."""
+    import sysconfig
+
+    from jaxcoder.data.prepare import PrepareConfig, prepare
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    cfg = PrepareConfig(out_dir=str(out), repo_dirs=(f"{stdlib}/json", f"{stdlib}/email", f"{stdlib}/http"),
+                        tokenizer_vocab_size=1024, heldout_fraction=0.2, num_workers=1, tokens_per_shard=50_000)
+    return cfg, prepare(cfg, progress=False)

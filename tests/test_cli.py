@@ -64,12 +64,17 @@ def test_missing_required_flag_is_explained(tmp_path):
 
 @pytest.mark.slow
 def test_skeleton_pipeline(hf, tmp_path):
+    import sysconfig
+
     work = tmp_path / "demo"
+    stdlib = sysconfig.get_paths()["stdlib"]
     common = ["--config=configs/demo.py:deepseek,steps=20", f"--config.workdir={work}",
-              f"--config.tokenizer.path={work}/tok/code.model", "--config.tokenizer.vocab_size=1024",
-              "--config.model.vocab_size=1024", "--config.data.max_files=60", "--config.tokenizer.train_files=60",
+              f"--config.data.prepared_dir={work}/data", "--config.tokenizer.vocab_size=1024",
+              "--config.model.vocab_size=1024", "--config.data.sources.repo_roots=()",
+              f"--config.data.sources.repo_dirs=('{stdlib}/json', '{stdlib}/email')",
               "--config.train.log_every=5", "--config.train.checkpoint_every=10"]
-    jaxcoder("data", "tokenizer", *common)
+    out = jaxcoder("data", "prepare", *common).stdout
+    assert "manifest:" in out and (work / "data" / "manifest.json").exists()
     out = jaxcoder("train", *common).stdout
     assert "done: step 20" in out
     assert len((work / "metrics.jsonl").read_text().splitlines()) == 4

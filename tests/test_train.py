@@ -1,18 +1,15 @@
-"""Optimizer recipe, the packed token stream, and a short training run that learns, checkpoints
-and resumes exactly where it stopped."""
+"""Optimizer recipe, and a short training run on prepared data that learns, checkpoints and
+resumes exactly where it stopped."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sysconfig
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcoder.data import stream
-from jaxcoder.data.tokenizer import train_tokenizer
 from jaxcoder.model import functional as F
 from jaxcoder.model.presets import preset
 from jaxcoder.train.optimizer import OptimizerConfig, decay_mask, learning_rate
@@ -37,46 +34,21 @@ def test_no_decay_on_norms_biases_and_embeddings():
     assert decay_mask(F.abstract_params(cfg), decay_embeddings=True)["embed"]["embedding"]
 
 
-def test_packed_rows_restart_positions_and_mask_boundaries():
-    docs = [np.arange(100, 107, dtype=np.int32), np.arange(200, 204, dtype=np.int32),
-            np.arange(300, 311, dtype=np.int32)]
-    rows = stream.pack_rows(docs, seq_len=8, rng=np.random.default_rng(0))
-    seen = []
-    for _ in range(4):
-        r = next(rows)
-        full = np.concatenate([r["inputs"], r["targets"][-1:]])
-        assert np.array_equal(r["targets"], full[1:])
-        seen.append(full)
-        for s in np.unique(r["segment_ids"]):
-            idx = np.where(r["segment_ids"] == s)[0]
-            assert np.array_equal(r["positions"][idx], np.arange(len(idx)))  # restart per document
-        boundary = r["segment_ids"][1:] != r["segment_ids"][:-1]
-        assert np.array_equal(r["loss_mask"][:-1] == 0, boundary)
-    # Every token of the first epoch appears, in document order within each document.
-    flat = np.concatenate(seen)
-    for d in docs:
-        assert set(d) <= set(flat)
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    files = stream.list_files([sysconfig.get_paths()["stdlib"] + "/json"], [".py"])
-    tok_path = train_tokenizer([stream.read_text(f) for f in files], root / "tok.model", vocab_size=512)
+def tiny_run(tmp_path_factory, prepared_data):
     from jaxcoder.config import base_config
 
     cfg = base_config("deepseek-coder-tiny")
-    cfg.workdir = str(root / "work")
-    cfg.tokenizer.path = str(tok_path)
-    cfg.model.update(vocab_size=512, dtype="float32")
-    cfg.data.roots = (sysconfig.get_paths()["stdlib"] + "/json",)
-    cfg.data.heldout_fraction = 0.2
+    cfg.workdir = str(tmp_path_factory.mktemp("run") / "work")
+    cfg.data.prepared_dir = prepared_data[0].out_dir
+    cfg.model.update(vocab_size=1024, dtype="float32")
     cfg.train.update(steps=24, batch_size=4, seq_len=64, lr=3e-3, warmup_steps=4, log_every=1, eval_every=12,
                      checkpoint_every=12, eval_batches=2)
     return cfg
 
 
 def test_training_learns_checkpoints_and_resumes_exactly(tiny_run):
+    """Includes the data iterator: the resumed run must see exactly the batches it would have."""
     from jaxcoder.train.loop import train
 
     cfg = tiny_run
@@ -101,6 +73,19 @@ def test_checkpoint_params_restore_for_export(tiny_run):
     from jaxcoder.train.checkpoint import load_params
 
     cfg, params, meta = load_params(f"{tiny_run.workdir}/checkpoints")
-    assert meta["step"] == 24 and cfg.vocab_size == 512
+    assert meta["step"] == 24 and cfg.vocab_size == 1024
     logits = F.forward(cfg, params, jnp.zeros((1, 8), jnp.int32))
-    assert logits.shape == (1, 8, 512) and bool(jnp.isfinite(logits).all())
+    assert logits.shape == (1, 8, 1024) and bool(jnp.isfinite(logits).all())
+
+
+def test_resume_with_changed_data_settings_is_refused(tiny_run):
+    from jaxcoder.train.loop import train
+
+    cfg = tiny_run.copy_and_resolve_references()
+    cfg.data.fim.rate = 0.9
+    with pytest.raises(ValueError, match="cannot resume: the data pipeline changed.*fim"):
+        train(cfg)
+    cfg = tiny_run.copy_and_resolve_references()
+    cfg.data.loader_workers = 2
+    with pytest.raises(ValueError, match="num_workers: saved 0 now 2"):
+        train(cfg)

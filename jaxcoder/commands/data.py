@@ -1,34 +1,33 @@
-"""jaxcoder data tokenizer: train the sentencepiece tokenizer named by tokenizer.path.
+"""jaxcoder data prepare: raw repositories -> filtered, deduplicated, redacted, dependency-ordered,
+tokenized ArrayRecord shards with a manifest (data.prepared_dir).
 
-Samples `tokenizer.train_files` files (deterministically) from data.roots/extensions.
+Sources come from data.sources (repo_dirs, repo_roots, records); every step's counts land in
+manifest.json. Re-running with unchanged inputs and config does nothing.
 """
 
 from __future__ import annotations
 
-import random
-import time
+import json
 
+from jaxcoder import config as run_config
 from jaxcoder.commands import common
-from jaxcoder.data import stream
-from jaxcoder.data.tokenizer import Tokenizer, train_tokenizer
+from jaxcoder.data.prepare import prepare
 
-SUBCOMMANDS = ("tokenizer",)
+SUBCOMMANDS = ("prepare",)
 
 
 def main(argv):
     sub = argv[1:]
-    if sub != ["tokenizer"]:
+    if sub != ["prepare"]:
         raise SystemExit(f"usage: jaxcoder data {{{'|'.join(SUBCOMMANDS)}}} --config=...  (got {' '.join(sub)!r})")
     cfg = common.require_config()
-    if not cfg.tokenizer.path:
-        raise SystemExit("error: set --config.tokenizer.path to where the tokenizer model should be written")
-    files = stream.list_files(cfg.data.roots, cfg.data.extensions)
-    random.Random(cfg.seed).shuffle(files)
-    files = files[: cfg.tokenizer.train_files]
-    texts = [t for t in (stream.read_text(f) for f in files) if t]
-    start = time.perf_counter()
-    path = train_tokenizer(texts, cfg.tokenizer.path, vocab_size=cfg.tokenizer.vocab_size,
-                           layout=cfg.tokenizer.layout)
-    tok = Tokenizer(path)
-    print(f"tokenizer: {path} ({tok.vocab_size} pieces, {cfg.tokenizer.layout} layout) trained on "
-          f"{len(texts)} files in {time.perf_counter() - start:.1f}s; sha256 {tok.sha256()[:12]}")
+    manifest = prepare(run_config.prepare_config(cfg))
+    counts = manifest["counts"]
+    dropped = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("dropped/")}
+    print(f"data: {manifest['repositories']} repositories, {counts.get('files_seen', 0)} files seen, "
+          f"{counts.get('files_kept', 0)} kept; {counts.get('duplicates/exact', 0)} exact and "
+          f"{counts.get('duplicates/near', 0)} near duplicates removed; {manifest['total_tokens']:,} training tokens")
+    print("dropped: " + json.dumps(dict(sorted(dropped.items(), key=lambda kv: -kv[1]))))
+    print("redacted: " + json.dumps({k.split('/', 1)[1]: v for k, v in counts.items() if k.startswith('redacted/')}))
+    print("tokens: " + json.dumps(manifest["tokens"]))
+    print(f"manifest: {cfg.data.prepared_dir}/manifest.json")

@@ -55,8 +55,20 @@ def train_tokenizer(texts: Iterable[str], out_path: str | os.PathLike, *, vocab_
             user_defined_symbols=list(TOKEN_LAYOUTS[layout]), pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
             eos_id=EOS_ID, num_threads=num_threads or os.cpu_count(), input_sentence_size=max_sentences,
             shuffle_input_sentence=True, minloglevel=2)
-        shutil.copy(prefix + ".model", out_path)
+        out_path.write_bytes(_without_run_details(Path(prefix + ".model").read_bytes()))
     return out_path
+
+
+def _without_run_details(model: bytes) -> bytes:
+    """Clears the temporary path and thread count the trainer records, so equal inputs give
+    byte-identical models (and equal hashes in manifests)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    proto.trainer_spec.model_prefix = "code"
+    proto.trainer_spec.ClearField("num_threads")
+    return proto.SerializeToString()
 
 
 class Tokenizer:

@@ -1,8 +1,9 @@
 """Where checkpoints are written and read (Orbax).
 
 A jaxcoder checkpoint directory holds numbered steps; each step has the items
-`params` (always), `opt_state` (training runs only) and `meta` (JSON: the model config, the
-run config, tokenizer hash, step). Readers that only need weights (eval, export) restore
+`params` (always), `opt_state` and `data_iter` (training runs only: the Grain iterator state,
+one JSON file per process) and `meta` (JSON: the model config, the run config, tokenizer hash,
+data-pipeline signature, step). Readers that only need weights (eval, export) restore
 `params` alone, so an imported Hugging Face model is a checkpoint like any other.
 """
 
@@ -42,22 +43,40 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, params: Any, *, opt_state: Any = None, meta: dict | None = None,
-             force: bool = True) -> bool:
+             data_iter: Any = None, force: bool = True) -> bool:
+        """Saves asynchronously; the data iterator's position is captured now, at the call."""
         items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta or {})}
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardSave(opt_state)
+        if data_iter is not None:
+            import grain
+
+            items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-    def restore(self, step: int | None = None, *, params_target: Any = None, opt_state_target: Any = None):
-        """Returns (step, params, opt_state or None, meta). Targets carry shapes/dtypes/shardings."""
+    def restore(self, step: int | None = None, *, params_target: Any = None, opt_state_target: Any = None,
+                data_iter: Any = None):
+        """Returns (step, params, opt_state or None, meta). Targets carry shapes/dtypes/shardings;
+        a given `data_iter` is moved (in place) to the saved position."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         items = {"params": ocp.args.StandardRestore(params_target), "meta": ocp.args.JsonRestore()}
         if opt_state_target is not None:
             items["opt_state"] = ocp.args.StandardRestore(opt_state_target)
+        if data_iter is not None:
+            import grain
+
+            if not self.has_item(step, "data_iter"):
+                raise CheckpointError(f"checkpoint {self.directory}/{step} has no data iterator state")
+            items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
         return step, out["params"], out.get("opt_state") if opt_state_target is not None else None, out["meta"]
+
+    def meta(self, step: int) -> dict:
+        """The JSON metadata of a step, read without touching arrays ({} when absent)."""
+        meta_file = Path(self.directory) / str(step) / "meta" / "metadata"
+        return json.loads(meta_file.read_text()) if meta_file.exists() else {}
 
     def has_item(self, step: int, item: str) -> bool:
         return (Path(self.directory) / str(step) / item).exists()
@@ -76,11 +95,7 @@ def read_meta(directory: str | os.PathLike, step: int | None = None) -> tuple[in
     step = ckpt.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"no checkpoint found in {_abs(directory)}")
-    meta_file = Path(ckpt.directory) / str(step) / "meta" / "metadata"
-    if meta_file.exists():
-        return step, json.loads(meta_file.read_text())
-    _, _, _, meta = ckpt.restore(step, params_target=None)
-    return step, meta
+    return step, ckpt.meta(step)
 
 
 def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[ModelConfig, dict, dict]:

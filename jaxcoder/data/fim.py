@@ -1,0 +1,76 @@
+"""Fill-in-the-middle: where a document is split and reordered before packing.
+
+Per document, with probability `fim_rate`: detokenize, pick two uniform character positions
+(sorted; any part may be empty), re-tokenize prefix, middle and suffix separately, and lay them
+out as PSM or, with probability `fim_spm_rate`, SPM (BigCode's "variant 2"). The token layouts:
+
+StarCoder line  PSM  <fim_prefix> pre <fim_suffix> suf <fim_middle> mid
+                SPM  <fim_prefix> <fim_suffix> suf <fim_middle> pre mid
+DeepSeek line   PSM  <｜fim▁begin｜> pre <｜fim▁hole｜> suf <｜fim▁end｜> mid   (PSM only)
+
+The caller appends EOS after the (transformed) document. See code-llm-papers.md §1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxcoder.data.tokenizer import DEEPSEEK_TOKENS, STARCODER_TOKENS
+
+
+@dataclasses.dataclass(frozen=True)
+class FimConfig:
+    rate: float = 0.5
+    spm_rate: float = 0.5
+    layout: str = "starcoder"  # starcoder | deepseek
+
+    def __post_init__(self):
+        if not 0.0 <= self.rate <= 1.0 or not 0.0 <= self.spm_rate <= 1.0:
+            raise ValueError(f"data.fim.rate and data.fim.spm_rate must be in [0, 1]; got {self.rate}, "
+                             f"{self.spm_rate}")
+        if self.layout not in ("starcoder", "deepseek"):
+            raise ValueError(f"data.fim.layout must be starcoder or deepseek, got {self.layout!r}")
+        if self.layout == "deepseek" and self.spm_rate > 0 and self.rate > 0:
+            raise ValueError("the deepseek FIM layout is PSM only: set data.fim.spm_rate=0")
+
+
+@dataclasses.dataclass(frozen=True)
+class FimTokens:
+    """Ids of the sentinel tokens: prefix/suffix/middle (StarCoder) = begin/hole/end (DeepSeek)."""
+
+    prefix: int
+    suffix: int
+    middle: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, layout: str) -> FimTokens:
+        if layout == "deepseek":
+            begin, hole, end = DEEPSEEK_TOKENS
+            return cls(tokenizer.token_id(begin), tokenizer.token_id(hole), tokenizer.token_id(end))
+        prefix, middle, suffix = STARCODER_TOKENS[:3]
+        return cls(tokenizer.token_id(prefix), tokenizer.token_id(suffix), tokenizer.token_id(middle))
+
+
+def split_points(n_chars: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Two uniform cut points in [0, n_chars], sorted."""
+    a, b = rng.integers(0, n_chars + 1, size=2)
+    return (int(a), int(b)) if a <= b else (int(b), int(a))
+
+
+def layout_tokens(pre: list[int], mid: list[int], suf: list[int], ids: FimTokens, spm: bool) -> list[int]:
+    if spm:
+        return [ids.prefix, ids.suffix, *suf, ids.middle, *pre, *mid]
+    return [ids.prefix, *pre, ids.suffix, *suf, ids.middle, *mid]
+
+
+def permute(tokens: np.ndarray, rng: np.random.Generator, tokenizer, cfg: FimConfig, ids: FimTokens) -> np.ndarray:
+    """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is)."""
+    if cfg.rate <= 0 or rng.random() >= cfg.rate:
+        return tokens
+    text = tokenizer.decode(tokens.tolist())
+    lo, hi = split_points(len(text), rng)
+    spm = rng.random() < cfg.spm_rate
+    pre, mid, suf = tokenizer.encode_batch([text[:lo], text[lo:hi], text[hi:]])
+    return np.asarray(layout_tokens(pre, mid, suf, ids, spm), np.int32)

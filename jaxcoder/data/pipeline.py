@@ -1,0 +1,139 @@
+"""The Grain training pipeline: prepared shards -> mixture -> FIM -> packing -> batches.
+
+Per language: ArrayRecord source, globally shuffled with its own seed, repeated, and sliced by
+JAX process (each host reads its own share). Languages are mixed with the config's weights; FIM is
+applied per document *before* packing (DeepSeek-Coder, Bavarian et al.); documents (plus EOS) are
+packed into rows of seq_len + 1 tokens with segment ids and restarting positions (long documents
+continue on the next row as a new segment); rows are batched and prefetched by worker processes.
+
+The iterator state is checkpointable with Orbax (`grain.checkpoint.CheckpointSave`). Its layout
+depends on the worker count and the mixture, so `signature()` records them and the trainer refuses
+to resume with different ones instead of silently changing the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import grain
+import numpy as np
+
+from jaxcoder.data import shards
+from jaxcoder.data.fim import FimConfig, FimTokens, permute
+from jaxcoder.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    data_dir: str
+    seq_len: int
+    batch_size: int  # per process
+    seed: int = 0
+    mixture: tuple[tuple[str, float], ...] = ()  # (language, weight); empty = by token count
+    fim: FimConfig = FimConfig()
+    num_workers: int = 0
+    worker_buffer: int = 2
+    read_threads: int = 4
+
+    def signature(self, process_count: int) -> dict:
+        """What a saved iterator state depends on; a resume must match it exactly."""
+        return {"data_dir": str(Path(self.data_dir).absolute()), "seq_len": self.seq_len,
+                "batch_size": self.batch_size, "seed": self.seed, "mixture": [list(m) for m in self.mixture],
+                "fim": dataclasses.asdict(self.fim), "num_workers": self.num_workers,
+                "process_count": process_count}
+
+
+def resolve_mixture(manifest: dict, mixture) -> tuple[tuple[str, float], ...]:
+    """Normalised (language, weight) pairs. Unset weights follow the token counts."""
+    if not mixture:
+        total = manifest["total_tokens"]
+        return tuple((lang, n / total) for lang, n in sorted(manifest["tokens"].items()) if n)
+    weights = dict(mixture)
+    missing = sorted(set(weights) - set(manifest["shards"]))
+    if missing:
+        raise ValueError(f"data.mixture names language(s) without prepared shards: {', '.join(missing)}; "
+                         f"prepared: {', '.join(sorted(manifest['shards']))}")
+    if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+        raise ValueError(f"data.mixture weights must be non-negative and not all zero: {weights}")
+    total = sum(weights.values())
+    return tuple((lang, w / total) for lang, w in sorted(weights.items()) if w > 0)
+
+
+class _Fim(grain.transforms.RandomMap):
+    """FIM per document, then EOS. Holds the tokenizer path, so it pickles into workers."""
+
+    def __init__(self, tokenizer_path: str, fim: FimConfig):
+        self.tokenizer_path, self.fim = tokenizer_path, fim
+        self._tok = None
+
+    def _tokenizer(self):
+        if self._tok is None:
+            self._tok = Tokenizer(self.tokenizer_path)
+            self._ids = FimTokens.from_tokenizer(self._tok, self.fim.layout) if self.fim.rate > 0 else None
+        return self._tok
+
+    def random_map(self, element, rng: np.random.Generator):
+        tok = self._tokenizer()
+        doc = permute(element, rng, tok, self.fim, self._ids) if self.fim.rate > 0 else element
+        return {"tokens": np.concatenate([doc, np.asarray([tok.eos_id], np.int32)])}
+
+
+def to_model_batch(batch: dict) -> dict:
+    """Packed rows [B, T+1] -> inputs/targets/segment_ids/positions/loss_mask [B, T]."""
+    tokens, seg, pos = batch["tokens"], batch["tokens_segment_ids"], batch["tokens_positions"]
+    same = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": seg[:, :-1],
+            "positions": pos[:, :-1], "loss_mask": same.astype(np.int32)}
+
+
+def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+    """The dataset; `iter()` it for a checkpointable iterator."""
+    manifest = shards.load_manifest(cfg.data_dir)
+    tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
+    if cfg.fim.rate > 0 and manifest["tokenizer"].get("layout") not in (None, cfg.fim.layout):
+        raise ValueError(f"data.fim.layout={cfg.fim.layout!r} but {cfg.data_dir} was tokenized with the "
+                         f"{manifest['tokenizer']['layout']!r} layout's FIM tokens")
+    mixture = resolve_mixture(manifest, cfg.mixture)
+    parts = []
+    for i, (lang, _) in enumerate(mixture):
+        source = grain.sources.ArrayRecordDataSource(shards.shard_paths(cfg.data_dir, manifest, lang))
+        ds = grain.MapDataset.source(source).seed(cfg.seed * 1000 + i).shuffle().repeat()
+        parts.append(ds[process_index::process_count].map(shards.decode_record))
+    ds = grain.MapDataset.mix(parts, [w for _, w in mixture]) if len(parts) > 1 else parts[0]
+    ds = ds.random_map(_Fim(tok_path, cfg.fim), seed=cfg.seed)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=64))
+    it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": cfg.seq_len + 1})
+    it = it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
+    if cfg.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
+                                                         per_worker_buffer_size=cfg.worker_buffer))
+    return it
+
+
+def check_resume(saved: dict | None, current: dict) -> None:
+    """Refuses a resume whose data settings differ from the ones the iterator state was saved with."""
+    if saved is None:
+        return
+    diffs = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if diffs:
+        detail = "; ".join(f"{k}: saved {json.dumps(a)} now {json.dumps(b)}" for k, (a, b) in diffs.items())
+        raise ValueError("cannot resume: the data pipeline changed since the checkpoint was written, so the "
+                         f"saved iterator state would not reproduce the data ({detail}). Restore the old "
+                         "settings, or start a new workdir.")
+
+
+def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDataset:
+    """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass."""
+    manifest = shards.load_manifest(cfg.data_dir)
+    table = manifest.get("heldout_shards", {})
+    languages = [language] if language else sorted(table)
+    paths = [p for lang in languages for p in shards.shard_paths(cfg.data_dir, manifest, lang, "heldout")]
+    if not paths:
+        raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
+    eos = Tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_record)
+    ds = ds.map(lambda t: {"tokens": np.concatenate([t, np.asarray([eos], np.int32)])})
+    it = grain.experimental.ConcatThenSplitIterDataset(ds.to_iter_dataset(), length_struct={"tokens": cfg.seq_len + 1})
+    return it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)

@@ -1,0 +1,63 @@
+"""Tokenized documents on disk: ArrayRecord shards per language plus `manifest.json`.
+
+Layout of a prepared directory:
+
+    manifest.json                       counts, tokens per language, shards, tokenizer hash, config
+    tokenizer.model                     the sentencepiece model the shards were encoded with
+    <language>/<language>-00000-of-00004.array_record    one record = one document, int32 tokens
+
+Records hold raw little-endian int32 token ids (no EOS: the loader appends it after FIM).
+`group_size:1` keeps every record randomly accessible for Grain's global shuffle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+def write_shard(path: Path, docs: list[np.ndarray]) -> int:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = ArrayRecordWriter(str(path), "group_size:1")
+    try:
+        for d in docs:
+            writer.write(np.asarray(d, "<i4").tobytes())
+    finally:
+        writer.close()
+    return len(docs)
+
+
+def decode_record(record: bytes) -> np.ndarray:
+    return np.frombuffer(record, "<i4").astype(np.int32)
+
+
+def read_shard(path: Path) -> list[np.ndarray]:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    reader = ArrayRecordReader(str(path))
+    try:
+        return [decode_record(r) for r in reader.read_all()]
+    finally:
+        reader.close()
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `jaxcoder data prepare` first (data.prepared_dir is "
+                                f"{data_dir})")
+    return json.loads(path.read_text())
+
+
+def shard_paths(data_dir: str | Path, manifest: dict, language: str, split: str = "train") -> list[str]:
+    table = manifest["shards"] if split == "train" else manifest.get("heldout_shards", {})
+    if language not in table:
+        raise KeyError(f"language {language!r} has no {split} shards in {data_dir}; prepared languages: "
+                       f"{', '.join(sorted(table))}")
+    return [str(Path(data_dir) / s["path"]) for s in table[language]]

@@ -1,0 +1,119 @@
+"""Where raw files come from: directories of repositories, and JSONL/Parquet record files.
+
+A `Repo` is a name plus a way to list its files as (relative path, bytes-or-error). Directory
+walks never follow symbolic links (so link loops cannot trap them) and report unreadable files
+instead of raising; record files are grouped by their `repo` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Repo:
+    name: str
+    root: str | None = None  # a directory repository
+    records: tuple[tuple[str, str], ...] = ()  # (path, content) for record-file repositories
+    top_level_only: bool = False  # only the files directly under root (a root's loose files)
+    exclude: tuple[str, ...] = ()  # fnmatch patterns for file and directory names to skip
+
+    def files(self, max_bytes: int) -> Iterator[tuple[str, bytes | None, str | None]]:
+        """(relative path, content, drop reason). Content is None when the file is dropped here."""
+        if self.root is None:
+            for path, content in self.records:
+                data = content.encode("utf-8", "surrogatepass")
+                yield (path, None, "too_large") if len(data) > max_bytes else (path, data, None)
+            return
+        root = Path(self.root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+            for d in sorted(dirnames):  # os.walk lists links to directories here and never follows them
+                if (Path(dirpath) / d).is_symlink() and not self.top_level_only:
+                    yield (Path(dirpath) / d).relative_to(root).as_posix(), None, "symlink"
+            dirnames[:] = [] if self.top_level_only else sorted(d for d in dirnames if not _excluded(d, self.exclude))
+            for name in sorted(filenames):
+                if _excluded(name, self.exclude):
+                    continue
+                full = Path(dirpath) / name
+                rel = full.relative_to(root).as_posix()
+                if full.is_symlink():
+                    yield rel, None, "symlink"
+                    continue
+                if not full.is_file():  # FIFOs, sockets, devices: reading could block forever
+                    yield rel, None, "not_a_regular_file"
+                    continue
+                try:
+                    size = full.stat().st_size
+                    if size > max_bytes:
+                        yield rel, None, "too_large"
+                        continue
+                    yield rel, full.read_bytes(), None
+                except OSError:
+                    yield rel, None, "unreadable"
+
+
+DEFAULT_EXCLUDE = ("__pycache__", ".git", ".hg", ".svn")
+
+
+def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _read_records(path: Path) -> Iterator[dict]:
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:  # pragma: no cover - pyarrow is a dependency
+            raise RuntimeError(f"reading {path} needs pyarrow") from e
+        for batch in pq.ParquetFile(path).iter_batches(columns=["repo", "path", "content"]):
+            yield from batch.to_pylist()
+        return
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not a JSON record ({e.msg})") from e
+
+
+def discover(repo_dirs=(), repo_roots=(), record_files=(), exclude=DEFAULT_EXCLUDE) -> list[Repo]:
+    """All repositories named by the config, sorted by name (duplicate names are refused)."""
+    exclude = tuple(exclude)
+    repos: list[Repo] = []
+    for d in repo_dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise FileNotFoundError(f"data.sources.repo_dirs: {d} is not a directory")
+        repos.append(Repo(name=p.name, root=str(p), exclude=exclude))
+    for r in repo_roots:
+        p = Path(r)
+        if not p.is_dir():
+            raise FileNotFoundError(f"data.sources.repo_roots: {r} is not a directory")
+        for child in sorted(p.iterdir()):
+            if child.is_dir() and not child.is_symlink() and not _excluded(child.name, exclude):
+                repos.append(Repo(name=f"{p.name}/{child.name}", root=str(child), exclude=exclude))
+        if any(f.is_file() for f in p.iterdir()):  # files directly under the root: a repository too
+            repos.append(Repo(name=f"{p.name}/.", root=str(p), top_level_only=True, exclude=exclude))
+    for f in record_files:
+        p = Path(f)
+        if not p.exists():
+            raise FileNotFoundError(f"data.sources.records: {f} does not exist")
+        grouped: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for n, rec in enumerate(_read_records(p)):
+            missing = {"repo", "path", "content"} - set(rec)
+            if missing:
+                raise ValueError(f"{p}: record {n} lacks field(s) {', '.join(sorted(missing))}")
+            grouped[str(rec["repo"])].append((str(rec["path"]), str(rec["content"])))
+        repos += [Repo(name=name, records=tuple(sorted(files))) for name, files in sorted(grouped.items())]
+    names = [r.name for r in repos]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"repository names must be unique across sources; repeated: {', '.join(dupes[:5])}")
+    return sorted(repos, key=lambda r: r.name)
