@@ -8,7 +8,7 @@ DEMO := runs/demo
 DEMO_CONFIG := configs/demo.py
 PROMPT := def fibonacci(n):
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo bench lint clean
 
 setup: $(STAMP)
 
@@ -23,13 +23,20 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/pytest -q tests
 
-# Walking skeleton: tokenizer -> train -> Orbax checkpoint -> HF export -> transformers completion.
+# This machine's own code -> shards -> training with FIM -> Orbax checkpoint -> HF export ->
+# a completion by transformers. Every stage resumes or skips work already done.
 demo: $(STAMP)
-	$(BIN)/jaxcoder data tokenizer --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
+	$(BIN)/jaxcoder data prepare --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
 	$(BIN)/jaxcoder train --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
 	$(BIN)/jaxcoder export --config=$(DEMO_CONFIG) --checkpoint=$(DEMO)/checkpoints --out=$(DEMO)/hf \
 		--verify_prompt="$(PROMPT)"
 	$(BIN)/jaxcoder generate --checkpoint=$(DEMO)/checkpoints --prompt="$(PROMPT)" --max_new_tokens=40
+
+# CPU benchmarks, each printing a ratio against a reference measured in the same run.
+bench: $(STAMP)
+	cd bench && ../$(BIN)/python data_pipeline.py --data_dir ../runs/bench/data
+	cd bench && ../$(BIN)/python dedup.py
+	cd bench && ../$(BIN)/python tokenizer.py --data_dir ../runs/bench/data
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

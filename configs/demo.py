@@ -12,11 +12,12 @@ from jaxcoder.config import base_config, parse_arg
 
 _PRESETS = {"deepseek": "deepseek-coder-tiny", "starcoder2": "starcoder2-tiny", "santacoder": "santacoder-tiny"}
 # Real multi-language code that ships with this machine; missing ones are skipped.
-_EXTRA_REPOS = ("/usr/include/linux", "/usr/lib/x86_64-linux-gnu/perl-base", "/usr/lib/node_modules/npm")
+_EXTRA_ROOTS = ("/usr/include",)  # each subdirectory a repository; loose headers one more
+_EXTRA_REPOS = ("/usr/lib/x86_64-linux-gnu/perl-base", "/usr/lib/node_modules/npm")
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, line="deepseek", steps=300)
+    a = parse_arg(arg, line="deepseek", steps=400)
     if a.line not in _PRESETS:
         raise ValueError(f"demo lines: {', '.join(_PRESETS)}; got {a.line!r}")
     c = base_config(_PRESETS[a.line])
@@ -27,11 +28,13 @@ def get_config(arg=None):
     c.tokenizer.vocab_size = 8192
     c.tokenizer.layout = "deepseek" if a.line == "deepseek" else "starcoder"
     c.data.prepared_dir = "runs/demo/data"
-    c.data.sources.repo_roots = (sysconfig.get_paths()["stdlib"],)
+    c.data.sources.repo_roots = (sysconfig.get_paths()["stdlib"], *(d for d in _EXTRA_ROOTS if os.path.isdir(d)))
     c.data.sources.repo_dirs = tuple(d for d in _EXTRA_REPOS if os.path.isdir(d))
     c.data.sources.exclude = (*c.data.sources.exclude, "test", "tests", "idlelib", "lib2to3", "config-3*")
     c.data.heldout_fraction = 0.02
     c.data.fim.spm_rate = 0.0 if a.line == "deepseek" else 0.5  # DeepSeek-Coder trains PSM only
+    # The headers dominate by size; weight toward Python, the language the demo prompts in.
+    c.data.mixture = (("python", 0.6), ("c", 0.25), ("javascript", 0.1), ("perl", 0.05))
     c.train.steps = a.steps
     c.train.batch_size = 8
     c.train.seq_len = 256

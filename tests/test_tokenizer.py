@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from jaxcoder.data.stream import list_files, read_text
 from jaxcoder.data.tokenizer import DEEPSEEK_TOKENS, STARCODER_TOKENS, Tokenizer, save_hf_tokenizer, train_tokenizer
 
 EDGE_CASES = [
@@ -20,8 +19,8 @@ EDGE_CASES = [
 
 @pytest.fixture(scope="module")
 def corpus():
-    files = list_files([sysconfig.get_paths()["stdlib"]], [".py"], max_files=400)
-    return [t for t in (read_text(f) for f in files) if t]
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:400]
+    return [f.read_text(encoding="utf-8") for f in files]
 
 
 @pytest.fixture(scope="module")

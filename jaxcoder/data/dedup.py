@@ -22,8 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-NON_ALPHA = re.compile("[^A-Za-z_0-9]")  # bigcode splits on this; the tokens are what _TOKEN finds
-_TOKEN = re.compile(rb"[A-Za-z_0-9]+")
+NON_ALPHA = re.compile("[^A-Za-z_0-9]")  # bigcode splits on this
+# The same split on bytes, twice as fast as a regex: every other byte becomes a space.
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_SPLIT_TABLE = bytes(c if c in _WORD_BYTES else 0x20 for c in range(256))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +71,10 @@ class MinHasher:
         self.b = rng.randint(0, 2**32, cfg.num_perm, dtype=np.int64).astype(np.uint32)
         self.bands, self.rows = optimal_bands(cfg.threshold, cfg.num_perm)
 
-    def shingle_hashes(self, text: str) -> np.ndarray:
-        """uint32 hashes of the distinct token n-grams of `text` (empty when too short)."""
-        toks = _TOKEN.findall(text.encode("utf-8", "surrogatepass"))
+    def shingle_hashes(self, text: str, distinct: bool = True) -> np.ndarray:
+        """uint32 hashes of the token n-grams of `text` (empty when too short); `distinct=False`
+        keeps repeats, which change no minimum and save a sort."""
+        toks = text.encode("utf-8", "surrogatepass").translate(_SPLIT_TABLE).split()
         n = self.cfg.ngram
         if len(toks) < max(n, self.cfg.min_tokens):
             return np.zeros(0, np.uint32)
@@ -82,11 +85,12 @@ class MinHasher:
         with np.errstate(over="ignore"):
             for k in range(n):
                 h = h * base + th[k: len(toks) - n + 1 + k]
-        return np.unique(((h >> np.uint64(32)) ^ h).astype(np.uint32))
+        h32 = ((h >> np.uint64(32)) ^ h).astype(np.uint32)
+        return np.unique(h32) if distinct else h32
 
     def signature(self, text: str) -> np.ndarray | None:
         """uint32[num_perm] MinHash signature, or None for documents too short to compare."""
-        h = self.shingle_hashes(text)
+        h = self.shingle_hashes(text, distinct=False)
         if not h.size:
             return None
         sig = np.full(self.cfg.num_perm, np.iinfo(np.uint32).max, np.uint32)

@@ -79,3 +79,8 @@ def detect_language(path: str) -> str | None:
 
 def comment_prefix(language: str) -> str:
     return LANGUAGES[language][2]
+
+
+def language_slug(language: str) -> str:
+    """A file-name-safe form: c++ -> cpp, c# -> csharp."""
+    return language.replace("+", "p").replace("#", "sharp")

@@ -5,9 +5,10 @@ Three per-shard stages run in local worker processes (so they could run on a dis
 instead): `process_repo` (read, detect language, filter, decontaminate, redact, hash),
 `build_samples` (dependency ordering, MinHash) and `encode_shard` (tokenize and write). Between
 them the parent removes exact duplicates (file level, across the corpus), then near duplicates
-(sample level), and trains the tokenizer when none is given. The run is deterministic, shows progress, counts every drop by
-reason, never stops on a bad file, and is idempotent: with the same inputs and config it returns the
-existing manifest; otherwise it builds into a temporary directory and swaps it in atomically.
+(sample level), and trains the tokenizer when none is given. The run is deterministic, shows
+progress, counts every drop by reason, never stops on a bad file, and is idempotent: with the same
+inputs and config it returns the existing manifest; otherwise it builds into a temporary directory
+and swaps it in atomically.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from jaxcoder.data import shards
 from jaxcoder.data.decontam import DecontamConfig, Decontaminator
 from jaxcoder.data.dedup import DedupConfig, MinHasher, content_hash, dedup_keep_mask
 from jaxcoder.data.filters import FilterConfig, content_filter, decode_bytes
-from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language
+from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language, language_slug
 from jaxcoder.data.pii import redact
 from jaxcoder.data.repo_order import RepoFile, repo_samples
 from jaxcoder.data.sources import DEFAULT_EXCLUDE, Repo, _excluded, discover
@@ -252,9 +253,10 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
                 chars = np.cumsum([len(d.text) for d in docs])
                 n_shards = max(1, int(np.ceil(chars[-1] / (cfg.tokens_per_shard * 3.2))))
                 bounds = np.searchsorted(chars, np.linspace(0, chars[-1], n_shards + 1)[1:-1])
+                slug = language_slug(language)
                 prefix = "" if split == "train" else "heldout-"
                 for k, part in enumerate(np.split(np.arange(len(docs)), bounds)):
-                    rel = f"{_slug(language)}/{prefix}{_slug(language)}-{k:05d}-of-{n_shards:05d}.array_record"
+                    rel = f"{slug}/{prefix}{slug}-{k:05d}-of-{n_shards:05d}.array_record"
                     jobs.append((str(tmp / "tokenizer.model"), str(tmp / rel), [docs[i].text for i in part]))
                     plan.append((split, language, rel))
         shard_info: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
@@ -296,6 +298,3 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
     shutil.rmtree(old, ignore_errors=True)
     return manifest
 
-
-def _slug(language: str) -> str:
-    return language.replace("+", "p").replace("#", "sharp")

@@ -1,0 +1,35 @@
+"""Shared by the benchmarks: a prepared dataset from this machine's Python standard library."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+from jaxcoder.data.prepare import PrepareConfig, prepare
+
+
+def ensure_prepared(data_dir: str) -> Path:
+    """`data_dir` if it holds a manifest, else a fresh preparation of the stdlib into it."""
+    path = Path(data_dir)
+    if not (path / "manifest.json").exists():
+        stdlib = sysconfig.get_paths()["stdlib"]
+        prepare(PrepareConfig(out_dir=str(path), repo_roots=(stdlib,),
+                              repo_dirs=tuple(p for p in ("/usr/include/linux",) if Path(p).is_dir()),
+                              exclude=("__pycache__", "site-packages", "test", "tests", "idlelib", "lib2to3"),
+                              tokenizer_vocab_size=8192))
+    return path
+
+
+def stdlib_texts(limit: int | None = None) -> list[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for p in sorted(root.rglob("*.py")):
+        if "site-packages" in p.parts or "__pycache__" in p.parts:
+            continue
+        try:
+            out.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+        if limit and len(out) >= limit:
+            break
+    return out
