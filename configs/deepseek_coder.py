@@ -15,6 +15,7 @@ def get_config(arg=None):
         raise ValueError(f"deepseek_coder sizes: {', '.join(_LR)}; got {a.size!r}")
     c = base_config(f"deepseek-coder-{a.size}")
     c.tokenizer.layout = "deepseek"
+    c.data.fim.spm_rate = 0.0  # DeepSeek-Coder: FIM rate 0.5, PSM only
     c.train.lr = _LR[a.size]
     c.train.warmup_steps = 2000 if a.size != "tiny" else 20
     c.train.seq_len = 4096 if a.size != "tiny" else 256

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         print(f"jaxcoder: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
-    module = importlib.import_module(VERBS[verb][0])
     rest = argv[2:]
+    _fake_devices(rest)
+    module = importlib.import_module(VERBS[verb][0])
     if any(a in ("-h", "--help", "--helpshort") for a in rest):
         from absl import flags
 
@@ -47,6 +48,19 @@ def main(argv: list[str] | None = None) -> None:
     from absl import app
 
     app.run(_quiet(module.main), argv=[f"jaxcoder {verb}", *rest])
+
+
+def _fake_devices(args: list[str]) -> None:
+    """--dry_run_devices=N must reach XLA before JAX starts, so it is read here, ahead of absl."""
+    import os
+
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--dry_run_devices=") else (
+            args[i + 1] if a == "--dry_run_devices" and i + 1 < len(args) else None)
+        if value and int(value) > 0:
+            flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+            os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={int(value)}"])
+            os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def _quiet(fn):

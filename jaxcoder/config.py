@@ -19,6 +19,7 @@ from jaxcoder.data.filters import FilterConfig
 from jaxcoder.data.fim import FimConfig
 from jaxcoder.model.config import ModelConfig, RopeConfig
 from jaxcoder.model.presets import PRESETS
+from jaxcoder.parallel.rules import DEFAULT_RULES
 from jaxcoder.train.optimizer import OptimizerConfig
 
 
@@ -70,6 +71,9 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.data.mixture = ()  # ((language, weight), ...); empty = proportional to tokens
     c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5})  # layout: tokenizer.layout
     c.data.loader_workers = 0  # Grain worker processes (0 = in the training process)
+    # Independent loader streams that make up the global batch; processes split them. A fixed
+    # number keeps the data identical whatever the process count (0 = one per process).
+    c.data.streams = 0
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -90,6 +94,23 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.train.eval_batches = 4
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 3
+    c.train.keep_every = 0  # also keep every n-th step's checkpoint (0 = off)
+    c.train.checkpoint_minutes = 0.0  # also save when this much time passed since the last save
+    c.train.grad_accum = 1  # microbatches per step (batch_size is the global batch)
+    c.train.stable_fraction = 0.8  # warmup-stable-decay: fraction of steps at peak lr
+    c.train.peak_tflops = 0.0  # per device, for MFU; 0 = look the device up in a table
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "stage": 1, "fsdp": 1, "tensor": 1})
+    c.mesh.num_devices = 0  # use only the first N devices (0 = all)
+    # Logical axis name -> mesh axes; first applicable rule wins (jaxcoder/parallel/rules.py).
+    c.mesh.rules = tuple((name, target) for name, target in DEFAULT_RULES)
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = config_dict.placeholder(str)  # host:port of process 0
+    c.distributed.num_processes = config_dict.placeholder(int)
+    c.distributed.process_id = config_dict.placeholder(int)
+    c.distributed.auto = False  # let JAX detect TPU / SLURM / MPI / GKE clusters
+    c.distributed.local_devices = 0  # >0: fake CPU devices per process (local multi-process runs)
 
     c.export = ml_collections.ConfigDict()
     c.export.architecture = "auto"  # auto | llama | starcoder2 | gpt_bigcode
@@ -110,7 +131,7 @@ def optimizer_config(cfg: ml_collections.ConfigDict) -> OptimizerConfig:
     return OptimizerConfig(lr=t.lr, min_lr_ratio=t.min_lr_ratio, warmup_steps=t.warmup_steps,
                            total_steps=t.steps, schedule=t.schedule, b1=t.b1, b2=t.b2,
                            weight_decay=t.weight_decay, decay_embeddings=t.decay_embeddings,
-                           clip_norm=t.clip_norm)
+                           clip_norm=t.clip_norm, stable_fraction=t.stable_fraction)
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -155,8 +176,13 @@ def prepare_config(cfg: ml_collections.ConfigDict):
         tokens_per_shard=d.tokens_per_shard, heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
 
 
+def mesh_rules(cfg: ml_collections.ConfigDict):
+    return tuple((str(name), target if target is None or isinstance(target, str) else tuple(target))
+                 for name, target in cfg.mesh.rules)
+
+
 def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = None):
-    """The typed PipelineConfig of a run config (batch_size: per process)."""
+    """The typed PipelineConfig of a run config (batch_size: rows per stream)."""
     from jaxcoder.data.pipeline import PipelineConfig
 
     fim = FimConfig(rate=cfg.data.fim.rate, spm_rate=cfg.data.fim.spm_rate, layout=cfg.tokenizer.layout)

@@ -68,3 +68,22 @@ def test_unknown_implementation_is_refused():
     seg = jnp.ones((1, 4), jnp.int32)
     with pytest.raises(ValueError, match="attention_impl='nope' is not available"):
         attend(x, x, x, q_segment_ids=seg, kv_segment_ids=seg, sliding_window=None, impl="nope")
+
+
+@pytest.mark.parametrize("window", [None, 100])
+def test_query_chunked_path_matches_and_differentiates_identically(window):
+    rng = np.random.default_rng(7)
+    b, t, h, kv, d = 2, 256, 4, 2, 8
+    q, k, v = (jnp.asarray(rng.standard_normal(s).astype(np.float32))
+               for s in ((b, t, h, d), (b, t, kv, d), (b, t, kv, d)))
+    seg = jnp.asarray(segments(rng, b, t))
+
+    def loss(q, k, v, chunk):
+        out = xla_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, sliding_window=window, q_chunk=chunk)
+        return (out * jnp.cos(out)).sum()
+
+    full = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, None)
+    chunked = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, 64)
+    np.testing.assert_allclose(chunked[0], full[0], rtol=1e-6)
+    for a, g in zip(chunked[1], full[1], strict=True):
+        np.testing.assert_allclose(a, g, rtol=1e-5, atol=1e-6)

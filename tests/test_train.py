@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,6 +43,9 @@ def tiny_run(tmp_path_factory, prepared_data):
     cfg.workdir = str(tmp_path_factory.mktemp("run") / "work")
     cfg.data.prepared_dir = prepared_data[0].out_dir
     cfg.model.update(vocab_size=1024, dtype="float32")
+    if jax.device_count() >= 8:  # exercise data x fsdp x tensor sharding when the fake devices exist
+        cfg.mesh.update(data=2, fsdp=2, tensor=2)
+        cfg.mesh.data = -1 if jax.device_count() > 8 else 2
     cfg.train.update(steps=24, batch_size=4, seq_len=64, lr=3e-3, warmup_steps=4, log_every=1, eval_every=12,
                      checkpoint_every=12, eval_batches=2)
     return cfg

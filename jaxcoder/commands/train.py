@@ -1,15 +1,42 @@
-"""jaxcoder train: train (or resume) a model from a run config."""
+"""jaxcoder train: train (or resume) a model from a run config on the configured mesh.
+
+--dry_run lowers and compiles one train step without allocating and prints per-device memory;
+with --dry_run_devices=N it does so on N fake CPU devices (a 64-host mesh from a laptop).
+Multi-host runs initialise from distributed.* or JAXCODER_COORDINATOR / JAXCODER_NUM_PROCESSES /
+JAXCODER_PROCESS_ID (see launch/).
+"""
 
 from __future__ import annotations
 
+from absl import flags
+
 from jaxcoder.commands import common
-from jaxcoder.train.loop import train
+
+DRY_RUN = flags.DEFINE_bool("dry_run", False, "Compile the train step and report memory; do not train.")
+DRY_RUN_DEVICES = flags.DEFINE_integer("dry_run_devices", 0, "Fake CPU devices for --dry_run (0 = real ones).")
 
 
 def main(argv):
     del argv
-    summary = train(common.require_config())
+    cfg = common.require_config()
+    if DRY_RUN.value or DRY_RUN_DEVICES.value:
+        from jaxcoder.train.dry_run import GiB, dry_run
+
+        report = dry_run(cfg)
+        print(f"dry run of {cfg.model.get('preset', 'model')} at batch {cfg.train.batch_size} x seq_len "
+              f"{cfg.train.seq_len} (grad_accum {cfg.train.grad_accum}, remat {cfg.model.remat}):")
+        print(report.table())
+        budget = 80 * GiB
+        print(f"  fits in 80 GiB per device:      {'yes' if report.peak_bytes < budget else 'NO'}")
+        return
+    from jaxcoder.parallel import distributed
+
+    d = cfg.distributed
+    distributed.initialize(d.coordinator, d.num_processes, d.process_id, d.auto, d.local_devices)
+    from jaxcoder.train.loop import train
+
+    summary = train(cfg)
     hist = summary["history"]
-    if hist:
+    if hist and not summary["preempted"]:
         print(f"done: step {summary['steps']}, loss {hist[0]['loss']:.3f} -> {hist[-1]['loss']:.3f}; "
               f"checkpoints in {summary['checkpoint_dir']}")

@@ -6,6 +6,10 @@ applied per document *before* packing (DeepSeek-Coder, Bavarian et al.); documen
 packed into rows of seq_len + 1 tokens with segment ids and restarting positions (long documents
 continue on the next row as a new segment); rows are batched and prefetched by worker processes.
 
+The global batch is made of `streams` independent loaders (each reads every streams-th record of
+each language); processes split the streams between them. With a fixed stream count the data is the
+same whatever the number of processes, so a 2-host run sees exactly the batches of a 1-host run.
+
 The iterator state is checkpointable with Orbax (`grain.checkpoint.CheckpointSave`). Its layout
 depends on the worker count and the mixture, so `signature()` records them and the trainer refuses
 to resume with different ones instead of silently changing the data.
@@ -37,12 +41,12 @@ class PipelineConfig:
     worker_buffer: int = 2
     read_threads: int = 4
 
-    def signature(self, process_count: int) -> dict:
+    def signature(self, process_count: int, streams: int = 1) -> dict:
         """What a saved iterator state depends on; a resume must match it exactly."""
         return {"data_dir": str(Path(self.data_dir).absolute()), "seq_len": self.seq_len,
                 "batch_size": self.batch_size, "seed": self.seed, "mixture": [list(m) for m in self.mixture],
                 "fim": dataclasses.asdict(self.fim), "num_workers": self.num_workers,
-                "process_count": process_count}
+                "process_count": process_count, "streams": streams}
 
 
 def resolve_mixture(manifest: dict, mixture) -> tuple[tuple[str, float], ...]:
@@ -89,7 +93,8 @@ def to_model_batch(batch: dict) -> dict:
 
 
 def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-    """The dataset; `iter()` it for a checkpointable iterator."""
+    """One stream's dataset (`process_index` of `process_count` streams; batch_size rows per batch);
+    `iter()` it for a checkpointable iterator."""
     manifest = shards.load_manifest(cfg.data_dir)
     tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
     if cfg.fim.rate > 0 and manifest["tokenizer"].get("layout") not in (None, cfg.fim.layout):
@@ -124,8 +129,10 @@ def check_resume(saved: dict | None, current: dict) -> None:
                          "settings, or start a new workdir.")
 
 
-def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDataset:
-    """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass."""
+def heldout(cfg: PipelineConfig, *, language: str | None = None, process_index: int = 0,
+            process_count: int = 1) -> grain.IterDataset:
+    """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass;
+    each process reads every process_count-th record."""
     manifest = shards.load_manifest(cfg.data_dir)
     table = manifest.get("heldout_shards", {})
     languages = [language] if language else sorted(table)
@@ -133,7 +140,47 @@ def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDa
     if not paths:
         raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
     eos = Tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_record)
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))[process_index::process_count]
+    ds = ds.map(shards.decode_record)
     ds = ds.map(lambda t: {"tokens": np.concatenate([t, np.asarray([eos], np.int32)])})
     it = grain.experimental.ConcatThenSplitIterDataset(ds.to_iter_dataset(), length_struct={"tokens": cfg.seq_len + 1})
     return it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
+
+
+class StreamSet:
+    """The streams one process owns, concatenated along the batch: a checkpointable iterator.
+
+    The state is JSON bytes {stream index: grain state}, which Grain's Orbax handler stores per
+    process (`grain.checkpoint.CheckpointSave`).
+    """
+
+    def __init__(self, cfg: PipelineConfig, streams: int, process_index: int = 0, process_count: int = 1):
+        if streams % process_count:
+            raise ValueError(f"data.streams ({streams}) must be a multiple of the process count ({process_count})")
+        per = streams // process_count
+        self.indices = list(range(process_index * per, (process_index + 1) * per))
+        self.iters = [iter(build(cfg, process_index=i, process_count=streams)) for i in self.indices]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        parts = [next(it) for it in self.iters]
+        return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def get_state(self) -> bytes:
+        return json.dumps({str(i): it.get_state() for i, it in zip(self.indices, self.iters, strict=True)}).encode()
+
+    def set_state(self, state: str | bytes) -> None:
+        saved = json.loads(state)
+        missing = [i for i in self.indices if str(i) not in saved]
+        if missing:
+            raise ValueError(f"the saved data state lacks stream(s) {missing}; was data.streams changed?")
+        for i, it in zip(self.indices, self.iters, strict=True):
+            it.set_state(saved[str(i)])
+
+    def start_prefetch(self) -> None:
+        """Called by Grain's checkpoint handler after a restore."""
+        for it in self.iters:
+            if hasattr(it, "start_prefetch"):
+                it.start_prefetch()

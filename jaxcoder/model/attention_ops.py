@@ -14,6 +14,7 @@ repeated in memory.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -41,12 +42,22 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return mask[None] & same_doc
 
 
+def _attend_block(qg, k, v, mask, scale):
+    """qg [B, T, KV, G, D] against all keys -> [B, T, KV, G, D]; float32 scores and softmax."""
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+
+
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array,
                   kv_segment_ids: jax.Array, sliding_window: int | None = None,
-                  scale: float | None = None) -> jax.Array:
+                  scale: float | None = None, q_chunk: int | None = None) -> jax.Array:
     """Reference attention. q: [B, T, H, D]; k, v: [B, S, KV, D] -> [B, T, H, D].
 
-    Scores and softmax are float32 whatever the input dtype.
+    Scores and softmax are float32 whatever the input dtype. With `q_chunk` (dividing T), queries
+    are processed a chunk at a time under `jax.checkpoint`, so forward and backward hold one
+    chunk's [chunk, S] scores instead of [T, S]: the same numbers in O(chunk * S) memory.
     """
     b, t, h, d = q.shape
     kv = k.shape[2]
@@ -54,15 +65,20 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: ja
         raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({kv})")
     scale = d ** -0.5 if scale is None else scale
     qg = q.reshape(b, t, kv, h // kv, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
     mask = attention_mask(q_segment_ids, kv_segment_ids, sliding_window)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    if not q_chunk or t <= q_chunk or t % q_chunk:
+        out = _attend_block(qg, k, v, mask, scale)
+    else:
+        n = t // q_chunk
+        q_chunks = qg.reshape(b, n, q_chunk, kv, h // kv, d).swapaxes(0, 1)
+        m_chunks = mask.reshape(b, n, q_chunk, mask.shape[-1]).swapaxes(0, 1)
+        block = jax.checkpoint(lambda xs: _attend_block(xs[0], k, v, xs[1], scale))
+        out = jax.lax.map(block, (q_chunks, m_chunks)).swapaxes(0, 1).reshape(b, t, kv, h // kv, d)
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-register_attention("xla", xla_attention)
+# Long sequences go through the chunked path: 16K-token training then fits like 4K does.
+register_attention("xla", functools.partial(xla_attention, q_chunk=1024))
 
 
 def resolve_impl(impl: str) -> str:

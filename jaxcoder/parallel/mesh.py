@@ -42,3 +42,23 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     resolved = resolve_axis_sizes(sizes, len(devices))
     shape = tuple(resolved[a] for a in MESH_AXES)
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq_len: int) -> None:
+    """Errors that name the problem before anything compiles."""
+    tp = sizes.get("tensor", 1)
+    for field, value in (("n_heads", model_cfg.n_heads), ("n_kv_heads", model_cfg.n_kv_heads),
+                         ("d_ff", model_cfg.d_ff), ("vocab_size", model_cfg.vocab_size)):
+        if value % tp:
+            raise MeshError(f"model.{field} ({value}) is not divisible by mesh.tensor ({tp})")
+    fsdp = sizes.get("fsdp", 1)
+    if model_cfg.d_model % fsdp:
+        raise MeshError(f"model.d_model ({model_cfg.d_model}) is not divisible by mesh.fsdp ({fsdp})")
+    dp = sizes.get("data", 1) * fsdp
+    if global_batch % dp:
+        raise MeshError(f"train.batch_size ({global_batch}) is not divisible by the data-parallel degree "
+                        f"mesh.data x mesh.fsdp = {dp}")
+    stage = sizes.get("stage", 1)
+    if stage > 1 and model_cfg.n_layers % stage:
+        raise MeshError(f"model.n_layers ({model_cfg.n_layers}) is not divisible by mesh.stage ({stage})")
+    del seq_len

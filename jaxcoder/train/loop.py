@@ -1,124 +1,196 @@
-"""The training run: data, model, optimizer, checkpoints and logging, from one run config."""
+"""The training run: mesh, sharded state, data, checkpoints and metrics, from one run config.
+
+Resuming is automatic: the latest checkpoint in `<workdir>/checkpoints` is restored onto the
+current mesh (whatever mesh wrote it), the data iterator continues where it stopped, and the loss
+sequence is bitwise that of an uninterrupted run on the same mesh. SIGTERM (preemption) saves a
+checkpoint and exits cleanly; a SIGKILL loses at most the steps since the last committed one.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
+import signal
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
 
 from jaxcoder import config as run_config
 from jaxcoder.data import pipeline, shards
-from jaxcoder.model import functional as F
 from jaxcoder.model.config import human_count
+from jaxcoder.parallel.mesh import check_model_fits, make_mesh, resolve_axis_sizes
+from jaxcoder.parallel.rules import sharding_rules
+from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import Checkpointer
+from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
 from jaxcoder.train.optimizer import learning_rate, make_optimizer
 from jaxcoder.train.step import make_eval_step, make_train_step
 
-log = logging.getLogger("jaxcoder.train")
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after every step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside some test runners)
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(cfg: ml_collections.ConfigDict) -> dict:
-    """Trains (resuming from the latest checkpoint in workdir) and returns a summary."""
+def setup(cfg: ml_collections.ConfigDict):
+    """Mesh, model/optimizer configs and shardings (no allocation)."""
     mcfg = run_config.model_config(cfg)
     ocfg = run_config.optimizer_config(cfg)
     if cfg.train.seq_len > mcfg.max_seq_len:
         raise ValueError(f"train.seq_len ({cfg.train.seq_len}) exceeds model.max_seq_len ({mcfg.max_seq_len})")
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise ValueError(f"train.batch_size ({cfg.train.batch_size}) is not divisible by train.grad_accum "
+                         f"({cfg.train.grad_accum})")
+    devices = jax.devices()[: cfg.mesh.num_devices] if cfg.mesh.num_devices else jax.devices()
+    sizes = resolve_axis_sizes({k: v for k, v in cfg.mesh.items() if k not in ("rules", "num_devices")},
+                               len(devices))
+    check_model_fits(mcfg, sizes, cfg.train.batch_size // cfg.train.grad_accum, cfg.train.seq_len)
+    mesh = make_mesh(sizes, devices)
+    rules = run_config.mesh_rules(cfg)
+    optimizer = make_optimizer(ocfg)
+    return mcfg, ocfg, optimizer, mesh, rules, shard_lib.make_shardings(mcfg, optimizer, mesh, rules)
+
+
+def train(cfg: ml_collections.ConfigDict) -> dict:
+    """Trains (resuming from the latest checkpoint in workdir) and returns a summary."""
+    mcfg, ocfg, optimizer, mesh, rules, sh = setup(cfg)
     workdir = Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0
 
     manifest = shards.load_manifest(cfg.data.prepared_dir)
     tok_info = manifest["tokenizer"]
     if tok_info["vocab_size"] > mcfg.vocab_size:
         raise ValueError(f"the tokenizer of {cfg.data.prepared_dir} has {tok_info['vocab_size']} tokens but "
                          f"model.vocab_size is {mcfg.vocab_size}")
-    pcfg = run_config.pipeline_config(cfg)
-    data_signature = pcfg.signature(jax.process_count())
-    dataset = pipeline.build(pcfg, process_index=jax.process_index(), process_count=jax.process_count())
-    data_iter = iter(dataset)
-    print(f"data: {cfg.data.prepared_dir}: {human_count(manifest['total_tokens'])} tokens in "
-          f"{sum(manifest['documents'].values())} documents; mixture "
-          + ", ".join(f"{lang} {w:.2f}" for lang, w in pipeline.resolve_mixture(manifest, pcfg.mixture)[:6]),
-          flush=True)
+    streams = cfg.data.streams or jax.process_count()
+    if cfg.train.batch_size % streams:
+        raise ValueError(f"train.batch_size ({cfg.train.batch_size}) is not divisible by data.streams ({streams})")
+    pcfg = run_config.pipeline_config(cfg, batch_size=cfg.train.batch_size // streams)
+    data_signature = pcfg.signature(jax.process_count(), streams)
+    data_iter = pipeline.StreamSet(pcfg, streams, jax.process_index(), jax.process_count())
+    if primary:
+        print(f"mesh: {dict(mesh.shape)} over {mesh.size} devices ({jax.process_count()} processes); "
+              f"data: {human_count(manifest['total_tokens'])} tokens, mixture "
+              + ", ".join(f"{lang} {w:.2f}" for lang, w in pipeline.resolve_mixture(manifest, pcfg.mixture)[:6]),
+              flush=True)
 
-    optimizer = make_optimizer(ocfg)
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints,
+                        keep_every=cfg.train.keep_every or None)
     tokenizer_path = str((Path(cfg.data.prepared_dir) / tok_info["path"]).absolute())
     meta_base = {"model": mcfg.to_dict(), "config": json.loads(cfg.to_json_best_effort()),
                  "tokenizer_sha256": tok_info["sha256"], "tokenizer_path": tokenizer_path,
-                 "data_signature": data_signature}
+                 "data_signature": data_signature, "mesh": dict(mesh.shape)}
 
     start = ckpt.latest_step()
     if start is None:
-        params = F.init_params(mcfg, cfg.seed)
-        opt_state = optimizer.init(params)
+        params, opt_state = shard_lib.init_state(mcfg, optimizer, sh, cfg.seed)
         start = 0
     else:
         saved = ckpt.meta(start)
         if saved.get("tokenizer_sha256") not in (None, tok_info["sha256"]):
             raise ValueError(f"{workdir} was trained with a different tokenizer than {cfg.data.prepared_dir}'s")
         pipeline.check_resume(saved.get("data_signature"), data_signature)
-        abstract = F.abstract_params(mcfg)
-        _, params, opt_state, _ = ckpt.restore(
-            start, params_target=abstract, opt_state_target=jax.eval_shape(optimizer.init, abstract),
-            data_iter=data_iter)
-        print(f"resumed from step {start}", flush=True)
-    n_params = F.count_params(params)
-    print(f"model: {human_count(n_params)} parameters; {cfg.train.steps} steps of "
-          f"{cfg.train.batch_size}x{cfg.train.seq_len} tokens", flush=True)
+        params_t, opt_t = shard_lib.abstract_state(mcfg, optimizer, sh)
+        _, params, opt_state, _ = ckpt.restore(start, params_target=params_t, opt_state_target=opt_t,
+                                               data_iter=data_iter)
+        if primary:
+            print(f"resumed from step {start} (saved on mesh {saved.get('mesh')})", flush=True)
+    n_params = mcfg.param_count()
+    flops_per_token = mcfg.flops_per_token(cfg.train.seq_len)
+    peak = device_peak_tflops(cfg.train.peak_tflops)
+    if primary:
+        print(f"model: {human_count(n_params)} parameters; {cfg.train.steps} steps of {cfg.train.batch_size}x"
+              f"{cfg.train.seq_len} tokens; {human_count(flops_per_token)} FLOPs/token"
+              + ("" if peak else "; MFU n/a (unknown device peak: set train.peak_tflops)"), flush=True)
 
-    train_step = jax.jit(make_train_step(mcfg, optimizer, cfg.train.z_loss), donate_argnums=(0, 1))
-    eval_step = jax.jit(make_eval_step(mcfg))
-    has_heldout = bool(manifest.get("heldout_shards"))
+    step_fn = make_train_step(mcfg, optimizer, cfg.train.z_loss, cfg.train.grad_accum)
+    train_step = jax.jit(step_fn, in_shardings=(sh.params, sh.opt_state, sh.batch),
+                         out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
+    eval_step = jax.jit(make_eval_step(mcfg), in_shardings=(sh.params, sh.batch))
     lr_fn = learning_rate(ocfg)
-    metrics_path = workdir / "metrics.jsonl"
+    has_heldout = bool(manifest.get("heldout_shards"))
+    writer = MetricWriter(workdir, enabled=primary)
     history = []
-    t_last, tokens_since = time.perf_counter(), 0.0
-    window = []  # per-step metrics since the last log line, averaged when logged
+    window = []
+    tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+    t_last = last_save = time.perf_counter()
+    stopped_early = False
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
-               dynamic_ncols=True, mininterval=1.0)
-    with metrics_path.open("a") as metrics_file:
+               dynamic_ncols=True, mininterval=1.0, disable=not primary)
+    with _Preemption() as preempt, sharding_rules(mesh, rules):
         for step in bar:
-            batch = {k: jnp.asarray(v) for k, v in next(data_iter).items()}
+            batch = shard_lib.global_batch(next(data_iter), sh.batch)
             params, opt_state, m = train_step(params, opt_state, batch)
             window.append(m)
-            tokens_since += cfg.train.batch_size * cfg.train.seq_len
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                loss = float(np.mean([float(w["loss"]) for w in window]))
-                grad_norm = float(np.mean([float(w["grad_norm"]) for w in window]))
-                window = []
+                losses = np.asarray([float(w["loss"]) for w in window])
                 now = time.perf_counter()
-                record = {"step": done, "loss": loss, "grad_norm": grad_norm,
-                          "lr": float(lr_fn(step)), "tokens_per_s": tokens_since / (now - t_last)}
-                t_last, tokens_since = now, 0.0
+                tps = tokens_per_step * len(window) / (now - t_last)
+                record = {"step": done, "loss": float(losses.mean()),
+                          "grad_norm": float(np.mean([float(w["grad_norm"]) for w in window])),
+                          "lr": float(lr_fn(step)), "tokens_per_s": tps,
+                          "step_time_s": (now - t_last) / len(window)}
+                util = mfu(tps, flops_per_token, mesh.size, peak)
+                if util is not None:
+                    record["mfu"] = util
+                t_last, window = now, []
                 if has_heldout and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
-                    record["heldout_loss"] = heldout_loss(eval_step, params, pcfg, cfg.train.eval_batches)
+                    record["heldout_loss"] = heldout_loss(eval_step, params, pcfg, cfg, sh)
+                    t_last = time.perf_counter()
                 history.append(record)
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}")
-                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in record.items()))
-            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+                writer.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+                if primary:
+                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in record.items()))
+            timed = cfg.train.checkpoint_minutes and time.perf_counter() - last_save > 60 * cfg.train.checkpoint_minutes
+            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps or timed or preempt.requested:
                 ckpt.save(done, params, opt_state=opt_state, meta={**meta_base, "step": done}, data_iter=data_iter)
+                last_save = time.perf_counter()
+            if preempt.requested:
+                stopped_early = True
+                if primary:
+                    tqdm.write(f"SIGTERM: saved step {done}; exiting (rerun the same command to resume)")
+                break
     ckpt.close()
-    return {"steps": cfg.train.steps, "params": n_params, "history": history,
-            "checkpoint_dir": ckpt.directory}
+    writer.close()
+    return {"steps": cfg.train.steps, "params": n_params, "history": history, "checkpoint_dir": ckpt.directory,
+            "preempted": stopped_early}
 
 
-def heldout_loss(eval_step, params, pcfg: pipeline.PipelineConfig, max_batches: int) -> float:
-    """Mean token loss over the first `max_batches` held-out batches (always the same ones)."""
+def heldout_loss(eval_step, params, pcfg: pipeline.PipelineConfig, cfg, sh) -> float:
+    """Mean token loss over the first train.eval_batches held-out batches (always the same ones);
+    each process reads its share of the held-out records."""
+    import dataclasses
+
+    local = dataclasses.replace(pcfg, batch_size=cfg.train.batch_size // jax.process_count())
     total, count = 0.0, 0.0
-    for i, batch in enumerate(pipeline.heldout(pcfg)):
-        if i >= max_batches:
+    batches = pipeline.heldout(local, process_index=jax.process_index(), process_count=jax.process_count())
+    for i, batch in enumerate(batches):
+        if i >= cfg.train.eval_batches:
             break
-        s, n = eval_step(params, {k: jnp.asarray(v) for k, v in batch.items()})
+        s, n = eval_step(params, shard_lib.global_batch(batch, sh.batch))
         total, count = total + float(s), count + float(n)
     return total / max(count, 1.0)

@@ -15,7 +15,8 @@ class OptimizerConfig:
     min_lr_ratio: float = 0.1  # StarCoder decays to 10% of the peak
     warmup_steps: int = 2000
     total_steps: int = 100_000
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | wsd (warmup-stable-decay) | constant
+    stable_fraction: float = 0.8  # wsd: fraction of all steps held at the peak
     b1: float = 0.9
     b2: float = 0.95
     eps: float = 1e-8
@@ -24,8 +25,10 @@ class OptimizerConfig:
     clip_norm: float = 1.0
 
     def __post_init__(self):
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"train.schedule must be cosine, linear or constant; got {self.schedule!r}")
+        if self.schedule not in ("cosine", "linear", "wsd", "constant"):
+            raise ValueError(f"train.schedule must be cosine, linear, wsd or constant; got {self.schedule!r}")
+        if not 0.0 <= self.stable_fraction <= 1.0:
+            raise ValueError(f"train.stable_fraction must be in [0, 1], got {self.stable_fraction}")
         if self.warmup_steps < 0 or self.total_steps <= 0:
             raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be >= 0 and train.total_steps "
                              f"({self.total_steps}) > 0")
@@ -38,6 +41,11 @@ def learning_rate(cfg: OptimizerConfig) -> optax.Schedule:
         decay = optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=cfg.min_lr_ratio)
     elif cfg.schedule == "linear":
         decay = optax.linear_schedule(cfg.lr, floor, decay_steps)
+    elif cfg.schedule == "wsd":
+        stable = min(int(cfg.total_steps * cfg.stable_fraction), decay_steps)
+        decay = optax.join_schedules(
+            [optax.constant_schedule(cfg.lr), optax.linear_schedule(cfg.lr, floor, max(decay_steps - stable, 1))],
+            [stable])
     else:
         decay = optax.constant_schedule(cfg.lr)
     warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))

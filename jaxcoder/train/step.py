@@ -1,7 +1,8 @@
 """The loss and the jitted train / eval steps (pure functions of params and a batch).
 
 A batch is a dict of [B, T] arrays: `inputs`, `targets`, `segment_ids`, `positions` and
-`loss_mask` (0 where the target is padding or belongs to another document).
+`loss_mask` (0 where the target is padding or belongs to another document). The loss is the mean
+over all unmasked target tokens of the global batch, however it is split into microbatches.
 """
 
 from __future__ import annotations
@@ -16,34 +17,49 @@ from jaxcoder.model import functional as F
 from jaxcoder.model.config import ModelConfig
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array, z_loss: float = 0.0):
-    """Mean token cross-entropy over unmasked targets; optional z-loss on log Z."""
+def token_nll(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> jax.Array:
+    """Per-token negative log-likelihood (float32); optional z-loss on log Z."""
     logz = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     nll = logz - target_logit
-    if z_loss:
-        nll = nll + z_loss * jnp.square(logz)
-    mask = mask.astype(jnp.float32)
-    denom = jnp.maximum(mask.sum(), 1.0)
-    return (nll * mask).sum() / denom, denom
+    return nll + z_loss * jnp.square(logz) if z_loss else nll
 
 
-def loss_fn(cfg: ModelConfig, params, batch, z_loss: float = 0.0):
+def summed_loss(cfg: ModelConfig, params, batch, z_loss: float = 0.0):
+    """(sum of masked token losses, number of unmasked tokens)."""
     logits = F.forward(cfg, params, batch["inputs"], segment_ids=batch["segment_ids"],
                        positions=batch["positions"])
-    loss, tokens = cross_entropy(logits, batch["targets"], batch["loss_mask"], z_loss)
-    return loss, {"tokens": tokens}
+    mask = batch["loss_mask"].astype(jnp.float32)
+    return (token_nll(logits, batch["targets"], z_loss) * mask).sum(), mask.sum()
 
 
-def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z_loss: float = 0.0
-                    ) -> Callable:
-    """(params, opt_state, batch) -> (params, opt_state, metrics)."""
+def _microbatches(batch: dict, n: int) -> dict:
+    """[B, T] -> [n, B/n, T], microbatch i taking rows i, i+n, ... so each spans every data shard."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z_loss: float = 0.0,
+                    grad_accum: int = 1) -> Callable:
+    """(params, opt_state, batch) -> (params, opt_state, metrics). With grad_accum > 1 the batch is
+    split into microbatches whose summed gradients give exactly the full-batch gradient."""
+    grad_fn = jax.value_and_grad(lambda p, b: summed_loss(cfg, p, b, z_loss), has_aux=True)
 
     def step(params, opt_state, batch):
-        (loss, aux), grads = jax.value_and_grad(lambda p: loss_fn(cfg, p, batch, z_loss), has_aux=True)(params)
+        if grad_accum == 1:
+            (total, count), grads = grad_fn(params, batch)
+        else:
+            def body(carry, micro):
+                (s, c), g = grad_fn(params, micro)
+                acc_g, acc_s, acc_c = carry
+                return (jax.tree.map(jnp.add, acc_g, g), acc_s + s, acc_c + c), None
+
+            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+            (grads, total, count), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), _microbatches(batch, grad_accum))
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "tokens": aux["tokens"]}
+        metrics = {"loss": total / denom, "grad_norm": optax.tree.norm(grads), "tokens": count}
         return params, opt_state, metrics
 
     return step
@@ -51,9 +67,4 @@ def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z
 
 def make_eval_step(cfg: ModelConfig) -> Callable:
     """(params, batch) -> (summed nll, token count), for held-out loss."""
-
-    def step(params, batch):
-        loss, aux = loss_fn(cfg, params, batch)
-        return loss * aux["tokens"], aux["tokens"]
-
-    return step
+    return lambda params, batch: summed_loss(cfg, params, batch)

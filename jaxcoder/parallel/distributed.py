@@ -1,0 +1,37 @@
+"""Multi-host start-up: `jax.distributed.initialize` from the config or the environment.
+
+Explicit settings (config `distributed.*` or JAXCODER_COORDINATOR / JAXCODER_NUM_PROCESSES /
+JAXCODER_PROCESS_ID) win; otherwise, when `distributed.auto` is set, JAX detects the cluster itself
+(TPU VMs, SLURM, Open MPI, GKE). Single-process runs skip initialisation entirely.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               auto: bool = False, local_devices: int | None = None) -> None:
+    coordinator = coordinator or os.environ.get("JAXCODER_COORDINATOR")
+    num_processes = num_processes or _env_int("JAXCODER_NUM_PROCESSES")
+    if process_id is None:
+        process_id = _env_int("JAXCODER_PROCESS_ID")
+    if local_devices:
+        # CPU runs (tests, local launches): several fake devices per process, gloo collectives.
+        jax.config.update("jax_num_cpu_devices", local_devices)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator:
+        if num_processes is None or process_id is None:
+            raise ValueError("distributed.coordinator is set but num_processes / process_id are not "
+                             "(config distributed.* or JAXCODER_NUM_PROCESSES / JAXCODER_PROCESS_ID)")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=300)
+    elif auto:
+        jax.distributed.initialize()
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None

@@ -1,0 +1,188 @@
+"""Sharded training on 8 fake CPU devices: mesh-independent losses, FSDP memory scaling, restores onto
+other meshes, gradient accumulation, exact resume after SIGKILL, clean SIGTERM, and a 2-process run
+(gloo collectives) that equals the 1-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from helpers import cli_overrides, tiny_train_config
+
+from jaxcoder.parallel.mesh import MeshError
+from jaxcoder.train.loop import train
+
+ROOT = Path(__file__).parent.parent
+needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+MESHES = {"single": dict(num_devices=1, data=1), "data8": dict(data=8),
+          "data2_fsdp4": dict(data=2, fsdp=4), "data2_fsdp2_tensor2": dict(data=2, fsdp=2, tensor=2)}
+
+
+def losses(history):
+    return np.asarray([h["loss"] for h in history])
+
+
+@pytest.fixture(scope="module")
+def reference(prepared_data, tmp_path_factory):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path_factory.mktemp("ref"))
+    cfg.mesh.update(**MESHES["single"])
+    return losses(train(cfg)["history"])
+
+
+@needs8
+@pytest.mark.parametrize("mesh", ["data8", "data2_fsdp4", "data2_fsdp2_tensor2"])
+def test_losses_do_not_depend_on_the_mesh(prepared_data, tmp_path, reference, mesh):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path)
+    cfg.mesh.update(**MESHES[mesh])
+    got = losses(train(cfg)["history"])
+    assert len(got) == 5
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+@needs8
+def test_gradient_accumulation_matches_the_full_batch(prepared_data, tmp_path, reference):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, grad_accum=2)
+    cfg.mesh.update(data=2, fsdp=2, tensor=2)
+    np.testing.assert_allclose(losses(train(cfg)["history"]), reference, rtol=1e-5, atol=1e-5)
+
+
+@needs8
+def test_fsdp_divides_state_memory(prepared_data):
+    from jaxcoder.train.dry_run import dry_run
+
+    reports = {}
+    for name, mesh in (("dp", dict(data=8)), ("fsdp", dict(data=1, fsdp=8))):
+        cfg = tiny_train_config(prepared_data[0].out_dir, "unused")
+        cfg.model.update(d_model=256, d_ff=512, n_heads=8, n_kv_heads=4, head_dim=32)
+        cfg.mesh.update(**mesh)
+        reports[name] = dry_run(cfg)
+    ratio = reports["dp"].state_bytes_per_device / reports["fsdp"].state_bytes_per_device
+    assert 6.5 < ratio <= 8.0, ratio  # norms and scalars stay replicated
+    compiled = reports["dp"].argument_bytes / reports["fsdp"].argument_bytes
+    assert 5.0 < compiled <= 8.0, compiled
+
+
+@needs8
+def test_checkpoint_restores_onto_a_different_mesh(prepared_data, tmp_path, reference):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=3, checkpoint_every=3)
+    cfg.mesh.update(data=8)
+    train(cfg)
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=5)
+    cfg.mesh.update(data=2, fsdp=2, tensor=2)
+    resumed = train(cfg)["history"]
+    assert [h["step"] for h in resumed] == [4, 5]
+    np.testing.assert_allclose(losses(resumed), reference[3:], rtol=1e-5, atol=1e-5)
+
+
+@needs8
+@pytest.mark.parametrize("change,message", [
+    (dict(data=3), "multiply to 3"),
+    (dict(data=2, tensor=4), r"model.n_kv_heads \(2\) is not divisible by mesh.tensor \(4\)"),
+    (dict(data=-1, fsdp=1), r"train.batch_size \(4\) is not divisible by the data-parallel degree"),
+])
+def test_bad_mesh_configs_name_the_field(prepared_data, tmp_path, change, message):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, batch_size=4)
+    cfg.mesh.update(**change)
+    with pytest.raises(MeshError, match=message):
+        train(cfg)
+
+
+def test_grad_accum_must_divide_the_batch(prepared_data, tmp_path):
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, grad_accum=3)
+    with pytest.raises(ValueError, match=r"train.batch_size \(8\) is not divisible by train.grad_accum \(3\)"):
+        train(cfg)
+
+# ------------------------------------------------------------- subprocesses
+
+
+def _env(devices: int, **extra) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _metrics(workdir: Path) -> dict[int, float]:
+    out = {}
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out.setdefault(r["step"], []).append(r["loss"])
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
+    data = prepared_data[0].out_dir
+    cmd = [sys.executable, "-m", "jaxcoder", "train"]
+    full = tmp_path / "full"
+    subprocess.run(cmd + cli_overrides(data, str(full), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
+                   env=_env(2), check=True, capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
+                            env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while max(_metrics(killed), default=0) < 9 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reached = max(_metrics(killed))
+    assert 9 <= reached < 16, "the run must die mid-training"
+    subprocess.run(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
+                   env=_env(2), check=True, capture_output=True, timeout=600)
+    ref, got = _metrics(full), _metrics(killed)
+    assert sorted(got) == list(range(1, 17))
+    for step, values in got.items():  # steps logged twice (before the kill and after) agree too
+        assert all(v == ref[step][0] for v in values), (step, values, ref[step])
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(prepared_data, tmp_path):
+    work = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcoder", "train",
+                             *cli_overrides(prepared_data[0].out_dir, str(work), 400)],
+                            cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while max(_metrics(work), default=0) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    saved = int(out.split("SIGTERM: saved step ")[1].split(";")[0])
+    assert 3 <= saved < 400 and (work / "checkpoints" / str(saved) / "params").exists()
+
+
+@pytest.mark.slow
+def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
+    import socket
+
+    data = prepared_data[0].out_dir
+    common = {"data.streams": 2, "mesh.data": 4}
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "jaxcoder", "train",
+                    *cli_overrides(data, str(one), 4, **common, **{"distributed.local_devices": 4})],
+                   cwd=ROOT, env=_env(1), check=True, capture_output=True, timeout=600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = tmp_path / "two"
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxcoder", "train",
+                               *cli_overrides(data, str(two), 4, **common, **{"distributed.local_devices": 2})],
+                              cwd=ROOT, env=_env(1, JAXCODER_COORDINATOR=f"127.0.0.1:{port}",
+                                                 JAXCODER_NUM_PROCESSES="2", JAXCODER_PROCESS_ID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert "over 4 devices (2 processes)" in outs[0]
+    ref, got = _metrics(one), _metrics(two)
+    assert sorted(got) == [1, 2, 3, 4]
+    np.testing.assert_allclose([got[s][0] for s in range(1, 5)], [ref[s][0] for s in range(1, 5)], rtol=1e-6)
