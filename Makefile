@@ -37,6 +37,7 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python data_pipeline.py --data_dir ../runs/bench/data
 	cd bench && ../$(BIN)/python dedup.py
 	cd bench && ../$(BIN)/python tokenizer.py --data_dir ../runs/bench/data
+	cd bench && ../$(BIN)/python train_step.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

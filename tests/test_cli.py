@@ -70,7 +70,7 @@ def test_skeleton_pipeline(hf, tmp_path):
     stdlib = sysconfig.get_paths()["stdlib"]
     common = ["--config=configs/demo.py:deepseek,steps=20", f"--config.workdir={work}",
               f"--config.data.prepared_dir={work}/data", "--config.tokenizer.vocab_size=1024",
-              "--config.model.vocab_size=1024", "--config.data.sources.repo_roots=()",
+              "--config.model.vocab_size=1024", "--config.data.sources.repo_roots=()", "--config.data.mixture=()",
               f"--config.data.sources.repo_dirs=('{stdlib}/json', '{stdlib}/email')",
               "--config.train.log_every=5", "--config.train.checkpoint_every=10"]
     out = jaxcoder("data", "prepare", *common).stdout

@@ -186,3 +186,14 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     ref, got = _metrics(one), _metrics(two)
     assert sorted(got) == [1, 2, 3, 4]
     np.testing.assert_allclose([got[s][0] for s in range(1, 5)], [ref[s][0] for s in range(1, 5)], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_launch_local_script_runs_two_processes(prepared_data, tmp_path):
+    work = tmp_path / "launched"
+    args = cli_overrides(prepared_data[0].out_dir, str(work), 2, **{"data.streams": 2, "mesh.data": 2})
+    env = _env(1, JAXCODER=str(Path(sys.executable).parent / "jaxcoder"), LOCAL_DEVICES="1")
+    proc = subprocess.run(["bash", "launch/local.sh", "2", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[p0]" in proc.stdout and "[p1]" in proc.stdout and sorted(_metrics(work)) == [1, 2]
