@@ -69,3 +69,19 @@ def test_hf_tokenizer_gives_identical_ids(hf, tok, corpus, tmp_path):
         assert hf_tok.decode(ids) == text
     assert (hf_tok.pad_token_id, hf_tok.bos_token_id, hf_tok.eos_token_id) == (tok.pad_id, tok.bos_id, tok.eos_id)
     assert Path(tmp_path / "tokenizer.model").read_bytes() == tok.path.read_bytes()
+
+
+def test_split_encode_equals_encoding_each_piece(tok, corpus):
+    """FIM's fast path: re-tokenizing only around the cuts gives exactly encode(piece)."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(0)
+    for text in corpus[:150] + EDGE_CASES + ["  a  b ", " x", "x ", "a  \n  b"]:
+        ids = np.asarray(tok.encode(text), np.int32)
+        for _ in range(6):
+            cuts = tuple(sorted(rng.randint(0, len(text)) for _ in range(2)))
+            bounds = [0, *cuts, len(text)]
+            want = tok.encode_batch([text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+            assert tok.split_encode(ids, text, cuts) == want, (text[:60], cuts)

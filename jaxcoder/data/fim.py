@@ -66,11 +66,17 @@ def layout_tokens(pre: list[int], mid: list[int], suf: list[int], ids: FimTokens
 
 
 def permute(tokens: np.ndarray, rng: np.random.Generator, tokenizer, cfg: FimConfig, ids: FimTokens) -> np.ndarray:
-    """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is)."""
+    """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is).
+
+    The parts are exactly what tokenizing prefix, middle and suffix separately gives; when the
+    tokenizer offers `split_encode` only the words around the two cuts are re-tokenized."""
     if cfg.rate <= 0 or rng.random() >= cfg.rate:
         return tokens
     text = tokenizer.decode(tokens.tolist())
     lo, hi = split_points(len(text), rng)
     spm = rng.random() < cfg.spm_rate
-    pre, mid, suf = tokenizer.encode_batch([text[:lo], text[lo:hi], text[hi:]])
+    if hasattr(tokenizer, "split_encode"):
+        pre, mid, suf = tokenizer.split_encode(tokens, text, (lo, hi))
+    else:
+        pre, mid, suf = tokenizer.encode_batch([text[:lo], text[lo:hi], text[hi:]])
     return np.asarray(layout_tokens(pre, mid, suf, ids, spm), np.int32)

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 # Marker tokens of the two FIM/metadata layouts (code-llm-papers.md §1).
@@ -102,11 +103,73 @@ class Tokenizer:
             raise KeyError(f"{piece!r} is not a token of {self.path}")
         return i
 
+    def split_encode(self, tokens, text: str, cuts: tuple[int, ...]) -> list[list[int]]:
+        """`encode` of each piece of `text` cut at the character positions `cuts`, reusing `tokens`
+        (= encode(text)) away from the cuts.
+
+        SentencePiece never merges across the start of a run of spaces that follows a non-space, so
+        tokenization is separable there: a piece's tokens are the original ones between the first
+        such boundary after its start and the last one before its end, plus the re-encoded edges.
+        """
+        data = text.encode("utf-8")
+        lengths = self._byte_lengths()[np.asarray(tokens)]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if offsets[-1] != len(data):  # not this text's tokens (or unusual pieces): encode plainly
+            return self.encode_batch(_cut(text, cuts))
+        byte_cuts = [len(text[:c].encode("utf-8")) for c in cuts]
+        bounds = [0, *byte_cuts, len(data)]
+        out = []
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            s, e = _next_boundary(data, a), _prev_boundary(data, b)
+            i, j = np.searchsorted(offsets, [s, e])
+            if s >= e or offsets[i] != s or offsets[j] != e:
+                out.append(self.encode(data[a:b].decode("utf-8")))
+                continue
+            out.append(self.encode(data[a:s].decode("utf-8")) + [int(t) for t in tokens[i:j]]
+                       + self.encode(data[e:b].decode("utf-8")))
+        return out
+
+    def _byte_lengths(self) -> np.ndarray:
+        if getattr(self, "_lengths", None) is None:
+            sp = self.sp
+            self._lengths = np.asarray(
+                [1 if sp.is_byte(i) else 0 if (sp.is_control(i) or sp.is_unknown(i))
+                 else len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8")) for i in range(self.vocab_size)],
+                np.int64)
+        return self._lengths
+
     def sha256(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def special_tokens(self) -> dict:
         return {"bos_token_id": self.bos_id, "eos_token_id": self.eos_id, "pad_token_id": self.pad_id}
+
+
+def _cut(text: str, cuts) -> list[str]:
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _is_boundary(data: bytes, x: int) -> bool:
+    return x == 0 or x == len(data) or (data[x] == 0x20 and data[x - 1] != 0x20)
+
+
+def _next_boundary(data: bytes, x: int) -> int:
+    """Smallest separable position >= x."""
+    while not _is_boundary(data, x):
+        nxt = data.find(b" ", x + 1)
+        if nxt == -1:
+            return len(data)
+        x = nxt
+    return x
+
+
+def _prev_boundary(data: bytes, x: int) -> int:
+    """Largest separable position <= x."""
+    while not _is_boundary(data, x):
+        prev = data.rfind(b" ", 0, x)
+        x = 0 if prev == -1 else prev
+    return x
 
 
 def save_hf_tokenizer(model_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
