@@ -197,3 +197,19 @@ def test_launch_local_script_runs_two_processes(prepared_data, tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[p0]" in proc.stdout and "[p1]" in proc.stdout and sorted(_metrics(work)) == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["deepseek_coder.py:6.7b", "starcoder2.py:7b"])
+def test_dry_run_fits_published_context_on_64_device_fsdp(config):
+    proc = subprocess.run([sys.executable, "-m", "jaxcoder", "train", f"--config=configs/{config}",
+                           "--dry_run_devices=64", "--config.mesh.data=1", "--config.mesh.fsdp=-1",
+                           "--config.train.batch_size=64", "--config.train.seq_len=16384"],
+                          cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "64 {'data': 1, 'stage': 1, 'fsdp': 64, 'tensor': 1}" in out
+    peak = float(out.split("peak estimate / device")[1].split("GiB")[0])
+    state = float(out.split("params + optimizer / device")[1].split("GiB")[0])
+    assert peak < 80 and "fits in 80 GiB per device:      yes" in out
+    assert 1.0 < state < 1.4  # ~7B params x 12 bytes / 64 devices
