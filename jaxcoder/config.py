@@ -105,6 +105,11 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     # Logical axis name -> mesh axes; first applicable rule wins (jaxcoder/parallel/rules.py).
     c.mesh.rules = tuple((name, target) for name, target in DEFAULT_RULES)
 
+    # Pipeline parallelism (active when mesh.stage > 1): GPipe, or circular with repeats > 1.
+    c.pipeline = ml_collections.ConfigDict()
+    c.pipeline.microbatches = 0  # 0 = 2 x mesh.stage
+    c.pipeline.repeats = 1
+
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator = config_dict.placeholder(str)  # host:port of process 0
     c.distributed.num_processes = config_dict.placeholder(int)
@@ -190,3 +195,10 @@ def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = Non
                           batch_size=batch_size or cfg.train.batch_size, seed=cfg.seed,
                           mixture=tuple((str(k), float(v)) for k, v in cfg.data.mixture), fim=fim,
                           num_workers=cfg.data.loader_workers)
+
+
+def pipeline_parallel_config(cfg: ml_collections.ConfigDict, stages: int):
+    from jaxcoder.parallel.pipeline import PipelineConfig
+
+    return PipelineConfig(stages=stages, microbatches=cfg.pipeline.microbatches or 2 * stages,
+                          repeats=cfg.pipeline.repeats)

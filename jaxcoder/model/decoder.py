@@ -15,6 +15,7 @@ from flax import nnx
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.layers import Attention, Embed, Mlp, Norm
 from jaxcoder.model.rope import rope_tables
+from jaxcoder.parallel import pipeline
 from jaxcoder.parallel.rules import constrain
 
 _REMAT_POLICIES = {
@@ -77,8 +78,19 @@ class Decoder(nnx.Module):
 
     def run_blocks(self, x: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
         cfg = self.cfg
-        rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
         graphdef, stacked = nnx.split(self.blocks)
+        pcfg = pipeline.active()
+        if pcfg is not None:
+            def layer_fn(layer_state, h, seg, pos):
+                rope = rope_tables(pos, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
+                return nnx.merge(graphdef, layer_state)(h, seg, rope)
+
+            # Per-layer remat inside a stage: recomputing a stage for its backward then holds one
+            # layer's intermediates at a time, not a whole stage's.
+            if cfg.remat != "none":
+                layer_fn = jax.checkpoint(layer_fn, policy=_REMAT_POLICIES[cfg.remat])
+            return pipeline.run(pcfg, stacked, x, segment_ids, positions, layer_fn)
+        rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
 
         def body(h, layer_state):
             return nnx.merge(graphdef, layer_state)(h, segment_ids, rope), None

@@ -105,3 +105,9 @@ def tree_shardings(logical_tree, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """A pytree of NamedShardings from a pytree of logical-axes tuples."""
     return jax.tree.map(lambda axes: named_sharding(axes, mesh, rules), logical_tree,
                         is_leaf=lambda x: isinstance(x, tuple))
+
+
+def active_mesh() -> Mesh | None:
+    """The mesh of the enclosing `sharding_rules`, if any."""
+    active = _ACTIVE.get()
+    return active[0] if active else None

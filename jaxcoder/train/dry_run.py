@@ -32,6 +32,7 @@ class DryRunReport:
     output_bytes: int
     temp_bytes: int
     compile_seconds: float
+    bubble_fraction: float = 0.0
 
     @property
     def peak_bytes(self) -> int:
@@ -45,12 +46,14 @@ class DryRunReport:
                 ("outputs / device", f"{self.output_bytes / GiB:.2f} GiB"),
                 ("temporaries / device", f"{self.temp_bytes / GiB:.2f} GiB"),
                 ("peak estimate / device", f"{self.peak_bytes / GiB:.2f} GiB"),
+                ("pipeline bubble fraction", f"{self.bubble_fraction:.3f}"),
                 ("compile time", f"{self.compile_seconds:.1f} s")]
         return "\n".join(f"  {k:30s} {v}" for k, v in rows)
 
 
 def dry_run(cfg: ml_collections.ConfigDict) -> DryRunReport:
-    mcfg, _, optimizer, mesh, rules, sh = setup(cfg)
+    st = setup(cfg)
+    mcfg, optimizer, mesh, sh = st.mcfg, st.optimizer, st.mesh, st.sh
     params, opt_state = shard_lib.abstract_state(mcfg, optimizer, sh)
     b, t = cfg.train.batch_size, cfg.train.seq_len
     batch = {k: jax.ShapeDtypeStruct((b, t), jax.numpy.int32, sharding=sh.batch)
@@ -58,10 +61,8 @@ def dry_run(cfg: ml_collections.ConfigDict) -> DryRunReport:
     step = jax.jit(make_train_step(mcfg, optimizer, cfg.train.z_loss, cfg.train.grad_accum),
                    in_shardings=(sh.params, sh.opt_state, sh.batch),
                    out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
-    from jaxcoder.parallel.rules import sharding_rules
-
     start = time.perf_counter()
-    with sharding_rules(mesh, rules):
+    with st.tracing():
         compiled = step.lower(params, opt_state, batch).compile()
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
@@ -69,4 +70,5 @@ def dry_run(cfg: ml_collections.ConfigDict) -> DryRunReport:
         devices=mesh.size, mesh=dict(mesh.shape), params=mcfg.param_count(),
         state_bytes_per_device=shard_lib.bytes_per_device(params) + shard_lib.bytes_per_device(opt_state),
         argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
-        temp_bytes=int(mem.temp_size_in_bytes), compile_seconds=seconds)
+        temp_bytes=int(mem.temp_size_in_bytes), compile_seconds=seconds,
+        bubble_fraction=st.pipeline.bubble_fraction())

@@ -8,6 +8,8 @@ checkpoint and exits cleanly; a SIGKILL loses at most the steps since the last c
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -21,7 +23,8 @@ from tqdm import tqdm
 from jaxcoder import config as run_config
 from jaxcoder.data import pipeline, shards
 from jaxcoder.model.config import human_count
-from jaxcoder.parallel.mesh import check_model_fits, make_mesh, resolve_axis_sizes
+from jaxcoder.parallel.mesh import MeshError, check_model_fits, make_mesh, resolve_axis_sizes
+from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
 from jaxcoder.parallel.rules import sharding_rules
 from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import Checkpointer
@@ -65,15 +68,41 @@ def setup(cfg: ml_collections.ConfigDict):
     sizes = resolve_axis_sizes({k: v for k, v in cfg.mesh.items() if k not in ("rules", "num_devices")},
                                len(devices))
     check_model_fits(mcfg, sizes, cfg.train.batch_size // cfg.train.grad_accum, cfg.train.seq_len)
+    pcfg = run_config.pipeline_parallel_config(cfg, sizes["stage"])
+    if pcfg.stages > 1:
+        pcfg.check(mcfg.n_layers, cfg.train.batch_size // cfg.train.grad_accum)
+        micro = cfg.train.batch_size // cfg.train.grad_accum // pcfg.microbatches
+        dp = sizes["data"] * sizes["fsdp"]
+        if micro % dp:
+            raise MeshError(f"a pipeline microbatch has {micro} rows, not divisible by mesh.data x mesh.fsdp ({dp}); "
+                            "raise train.batch_size or lower pipeline.microbatches")
     mesh = make_mesh(sizes, devices)
     rules = run_config.mesh_rules(cfg)
     optimizer = make_optimizer(ocfg)
-    return mcfg, ocfg, optimizer, mesh, rules, shard_lib.make_shardings(mcfg, optimizer, mesh, rules)
+    return Setup(mcfg, ocfg, optimizer, mesh, rules, shard_lib.make_shardings(mcfg, optimizer, mesh, rules), pcfg)
+
+
+@dataclasses.dataclass
+class Setup:
+    mcfg: object
+    ocfg: object
+    optimizer: object
+    mesh: object
+    rules: tuple
+    sh: object
+    pipeline: PipelineConfig
+
+    @contextlib.contextmanager
+    def tracing(self):
+        """The contexts model code must be traced in: activation shardings and the pipeline."""
+        with sharding_rules(self.mesh, self.rules), pipelining(self.pipeline):
+            yield
 
 
 def train(cfg: ml_collections.ConfigDict) -> dict:
     """Trains (resuming from the latest checkpoint in workdir) and returns a summary."""
-    mcfg, ocfg, optimizer, mesh, rules, sh = setup(cfg)
+    st = setup(cfg)
+    mcfg, ocfg, optimizer, mesh, sh = st.mcfg, st.ocfg, st.optimizer, st.mesh, st.sh
     workdir = Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
@@ -89,6 +118,11 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
     pcfg = run_config.pipeline_config(cfg, batch_size=cfg.train.batch_size // streams)
     data_signature = pcfg.signature(jax.process_count(), streams)
     data_iter = pipeline.StreamSet(pcfg, streams, jax.process_index(), jax.process_count())
+    if primary and st.pipeline.stages > 1:
+        p = st.pipeline
+        print(f"pipeline: {p.stages} stages, {p.microbatches} microbatches, {p.repeats} repeat(s) "
+              f"({'circular' if p.repeats > 1 else 'GPipe'}); bubble fraction (S-1)/(R*M+S-1) = "
+              f"{p.bubble_fraction():.3f}", flush=True)
     if primary:
         print(f"mesh: {dict(mesh.shape)} over {mesh.size} devices ({jax.process_count()} processes); "
               f"data: {human_count(manifest['total_tokens'])} tokens, mixture "
@@ -138,7 +172,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
     stopped_early = False
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
                dynamic_ncols=True, mininterval=1.0, disable=not primary)
-    with _Preemption() as preempt, sharding_rules(mesh, rules):
+    with _Preemption() as preempt, st.tracing():
         for step in bar:
             batch = shard_lib.global_batch(next(data_iter), sh.batch)
             params, opt_state, m = train_step(params, opt_state, batch)
