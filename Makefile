@@ -24,13 +24,14 @@ test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/pytest -q tests
 
 # This machine's own code -> shards -> training with FIM -> Orbax checkpoint -> HF export ->
-# a completion by transformers. Every stage resumes or skips work already done.
+# a completion by transformers -> evaluation. Every stage resumes or skips work already done.
 demo: $(STAMP)
 	$(BIN)/jaxcoder data prepare --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
 	$(BIN)/jaxcoder train --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
 	$(BIN)/jaxcoder export --config=$(DEMO_CONFIG) --checkpoint=$(DEMO)/checkpoints --out=$(DEMO)/hf \
 		--verify_prompt="$(PROMPT)"
 	$(BIN)/jaxcoder generate --checkpoint=$(DEMO)/checkpoints --prompt="$(PROMPT)" --max_new_tokens=40
+	$(BIN)/jaxcoder eval --config=$(DEMO_CONFIG) --config.workdir=$(DEMO) --checkpoint=$(DEMO)/checkpoints
 
 # CPU benchmarks, each printing a ratio against a reference measured in the same run.
 bench: $(STAMP)

@@ -43,4 +43,10 @@ def get_config(arg=None):
     c.train.log_every = 25
     c.train.eval_every = 100
     c.train.checkpoint_every = 100
+    # The evaluation `make demo` ends with: every HumanEval problem greedily (a tiny model scores ~0,
+    # but the harness and sandbox run end to end), FIM exact match, held-out bits per byte.
+    c.eval.humaneval.update(n_samples=1, temperature=0.0, max_new_tokens=128, ks=(1,))
+    c.eval.fim.update(limit=200, random_spans=100, max_new_tokens=48, max_context=512)
+    c.eval.perplexity_batches = 5
+    c.eval.seq_len = 256
     return c

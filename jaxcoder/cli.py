@@ -10,6 +10,7 @@ VERBS = {
     "export": ("jaxcoder.commands.export", "write a checkpoint as a Hugging Face model directory"),
     "import": ("jaxcoder.commands.import_", "read a Hugging Face directory into a jaxcoder checkpoint"),
     "generate": ("jaxcoder.commands.generate", "sample a completion from a checkpoint"),
+    "eval": ("jaxcoder.commands.eval", "evaluate a checkpoint: perplexity, HumanEval, FIM infilling"),
     "params": ("jaxcoder.commands.params", "parameter count of a config (or --all presets)"),
     "data": ("jaxcoder.commands.data", "`data prepare`: build tokenized training shards from code"),
 }

@@ -117,6 +117,17 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.distributed.auto = False  # let JAX detect TPU / SLURM / MPI / GKE clusters
     c.distributed.local_devices = 0  # >0: fake CPU devices per process (local multi-process runs)
 
+    c.eval = ml_collections.ConfigDict()
+    c.eval.tasks = ("perplexity", "humaneval", "fim_single_line", "fim_random_span")
+    c.eval.out_dir = ""  # default <workdir>/eval; results per checkpoint step under it
+    c.eval.batch_size = 16  # prompts decoded together
+    c.eval.seq_len = 1024  # perplexity rows
+    c.eval.perplexity_batches = 20  # per language
+    c.eval.sandbox_workers = 2
+    c.eval.humaneval = ml_collections.ConfigDict(dict(
+        n_samples=1, temperature=0.0, top_p=0.95, max_new_tokens=512, limit=0, ks=(1, 10, 100), timeout_s=3.0))
+    c.eval.fim = ml_collections.ConfigDict(dict(max_new_tokens=64, limit=0, random_spans=200, max_context=1024))
+
     c.export = ml_collections.ConfigDict()
     c.export.architecture = "auto"  # auto | llama | starcoder2 | gpt_bigcode
     c.export.dtype = "float32"

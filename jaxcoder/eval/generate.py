@@ -1,16 +1,27 @@
-"""Sampling from a jaxcoder model (no KV cache yet: each step re-runs the jitted forward over a
-fixed-size buffer, which is simple and exact; the cached decoder replaces it later)."""
+"""Generation with a KV cache: one jitted prefill over the (left-padded) prompts, then one jitted
+decode step per token.
+
+The cache holds K and V with `n_kv_heads` heads (GQA-sized) for every layer, plus each slot's
+segment id (-1 = empty, 0 = left padding, 1 = text), so padding and empty slots are never
+attended to; the sliding window is applied by slot distance, as in training. Sampling: greedy,
+temperature, top-k, top-p; stopping: EOS ids, stop strings and a token limit.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxcoder.model import functional as F
+from jaxcoder.model.attention_ops import _attend_block
 from jaxcoder.model.config import ModelConfig
+from jaxcoder.model.rope import rope_tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,36 +51,125 @@ def sample_logits(logits: jax.Array, key: jax.Array, s: SamplingConfig) -> jax.A
     return jax.random.categorical(key, logits, axis=-1)
 
 
-def generate(cfg: ModelConfig, params, prompts: list[list[int]], s: SamplingConfig,
-             stop_ids: tuple[int, ...] = ()) -> list[list[int]]:
-    """Continues each prompt by up to `max_new_tokens` tokens (stopping at any of stop_ids)."""
-    lengths = [len(p) for p in prompts]
-    if min(lengths) == 0:
-        raise ValueError("every prompt needs at least one token")
-    total = max(lengths) + s.max_new_tokens
-    if total > cfg.max_seq_len:
-        raise ValueError(f"prompt + max_new_tokens = {total} exceeds the model's max_seq_len {cfg.max_seq_len}")
-    buf = np.zeros((len(prompts), total), np.int32)
-    for i, p in enumerate(prompts):
-        buf[i, : len(p)] = p
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict:
+    dtype = dtype or jnp.dtype(cfg.dtype)
+    shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "seg": jnp.full((batch, length), -1, jnp.int32), "pos": jnp.zeros((batch,), jnp.int32)}
 
+
+def forward_with_cache(cfg: ModelConfig, params, tokens: jax.Array, seg: jax.Array, positions: jax.Array,
+                       cache: dict, start: int | jax.Array):
+    """Runs tokens [B, n] (cache slots start..start+n) through the model, reading and writing the
+    cache. Returns (logits [B, n, V], cache)."""
+    model = F.bind(cfg, params)
+    x = model.embed_tokens(tokens, positions)
+    rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
+    n, total = tokens.shape[1], cache["k"].shape[2]
+    cache_seg = jax.lax.dynamic_update_slice(cache["seg"], seg, (0, start))
+    q_idx = start + jnp.arange(n)
+    kv_idx = jnp.arange(total)
+    mask = kv_idx[None, :] <= q_idx[:, None]
+    if cfg.sliding_window is not None:
+        mask &= (q_idx[:, None] - kv_idx[None, :]) < cfg.sliding_window
+    mask = mask[None] & (cache_seg[:, None, :] == seg[:, :, None]) & (cache_seg[:, None, :] >= 0)
+    graphdef, stacked = nnx.split(model.blocks)
+
+    def layer(h, xs):
+        state, k_cache, v_cache = xs
+        block = nnx.merge(graphdef, state)
+        q, k, v = block.attn.project_qkv(block.attn_norm(h), rope)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
+        b, _, heads, hd = q.shape
+        qg = q.reshape(b, n, cfg.n_kv_heads, heads // cfg.n_kv_heads, hd)
+        o = _attend_block(qg, k_cache, v_cache, mask, hd ** -0.5).reshape(b, n, heads, hd).astype(q.dtype)
+        h = h + block.attn.output(o)
+        h = h + block.mlp(block.mlp_norm(h))
+        return h, (k_cache, v_cache)
+
+    x, (k_new, v_new) = jax.lax.scan(layer, x, (stacked, cache["k"], cache["v"]))
+    logits = model.logits(x)
+    return logits, {"k": k_new, "v": v_new, "seg": cache_seg, "pos": cache["pos"]}
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, total: int):
     @jax.jit
-    def next_token(params, tokens, pos, key):
-        logits = F.forward(cfg, params, tokens)
-        last = jnp.take_along_axis(logits, (pos - 1)[:, None, None], axis=1)[:, 0]
-        return sample_logits(last, key, s)
+    def prefill(params, tokens, seg, positions, key):
+        cache = init_cache(cfg, batch, total)
+        logits, cache = forward_with_cache(cfg, params, tokens, seg, positions, cache, 0)
+        nxt = sample_logits(logits[:, -1], key, s)
+        return nxt, {**cache, "pos": positions[:, -1] + 1}
 
-    pos = np.asarray(lengths, np.int32)
-    done = np.zeros(len(prompts), bool)
+    @functools.partial(jax.jit, donate_argnums=(1,))
+    def decode(params, cache, token, slot, key):
+        b = token.shape[0]
+        seg = jnp.ones((b, 1), jnp.int32)
+        pos = cache["pos"][:, None]
+        logits, cache = forward_with_cache(cfg, params, token[:, None], seg, pos, cache, slot)
+        return sample_logits(logits[:, -1], key, s), {**cache, "pos": cache["pos"] + 1}
+
+    return prefill, decode
+
+
+def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], s: SamplingConfig,
+             stop_ids: Sequence[int] = (), stop_check: Callable[[int, list[int]], bool] | None = None
+             ) -> list[list[int]]:
+    """Continues each prompt by up to s.max_new_tokens tokens. A row stops at a stop id (kept out of
+    the output) or when stop_check(row, new_tokens) says so (the caller trims stop strings)."""
+    if not prompts or min(len(p) for p in prompts) == 0:
+        raise ValueError("every prompt needs at least one token")
+    b = len(prompts)
+    p_len = max(32, 1 << (max(len(p) for p in prompts) - 1).bit_length())  # powers of two: few compiles
+    total = p_len + s.max_new_tokens
+    if total > cfg.max_seq_len and cfg.position == "learned":
+        raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_seq_len {cfg.max_seq_len}")
+    tokens = np.zeros((b, p_len), np.int32)
+    seg = np.zeros((b, p_len), np.int32)
+    positions = np.zeros((b, p_len), np.int32)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at the same slot
+        tokens[i, p_len - len(p):] = p
+        seg[i, p_len - len(p):] = 1
+        positions[i, p_len - len(p):] = np.arange(len(p))
+    prefill, decode = _compiled(cfg, s, b, p_len, total)
     key = jax.random.PRNGKey(s.seed)
-    for _ in range(s.max_new_tokens):
-        key, sub = jax.random.split(key)
-        tok = np.asarray(next_token(params, jnp.asarray(buf), jnp.asarray(pos), sub))
-        for i in range(len(prompts)):
-            if not done[i]:
-                buf[i, pos[i]] = tok[i]
-                pos[i] += 1
-                done[i] = tok[i] in stop_ids
-        if done.all():
+    key, sub = jax.random.split(key)
+    token, cache = prefill(params, jnp.asarray(tokens), jnp.asarray(seg), jnp.asarray(positions), sub)
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = np.zeros(b, bool)
+    for step in range(s.max_new_tokens):
+        host = np.asarray(token)
+        for i in range(b):
+            if done[i]:
+                continue
+            if int(host[i]) in stop_ids:
+                done[i] = True
+                continue
+            out[i].append(int(host[i]))
+            if stop_check is not None and stop_check(i, out[i]):
+                done[i] = True
+        if done.all() or step == s.max_new_tokens - 1:
             break
-    return [buf[i, lengths[i]: pos[i]].tolist() for i in range(len(prompts))]
+        key, sub = jax.random.split(key)
+        token, cache = decode(params, cache, token, p_len + step, sub)
+    return out
+
+
+def generate_text(cfg: ModelConfig, params, tokenizer, prompts: Sequence[str], s: SamplingConfig,
+                  stop: Sequence[str] = ()) -> list[str]:
+    """Text in, text out: stops at EOS or the first stop string (removed from the completion)."""
+    encoded = [tokenizer.encode(p) for p in prompts]
+
+    def stop_check(i, toks):
+        text = tokenizer.decode(toks)
+        return any(x in text for x in stop)
+
+    outs = generate(cfg, params, encoded, s, stop_ids=(tokenizer.eos_id,), stop_check=stop_check if stop else None)
+    return [truncate(tokenizer.decode(o), stop) for o in outs]
+
+
+def truncate(text: str, stop: Sequence[str]) -> str:
+    """Cuts text at the earliest stop string."""
+    cut = min((text.find(x) for x in stop if x in text), default=len(text))
+    return text[:cut]

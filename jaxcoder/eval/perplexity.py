@@ -1,0 +1,47 @@
+"""Held-out loss, perplexity and bits per byte, per language (from the prepared held-out shards)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcoder.data import pipeline, shards
+from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.model.config import ModelConfig
+from jaxcoder.train.step import summed_loss
+
+
+def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: int, max_batches: int) -> dict:
+    manifest = shards.load_manifest(data_dir)
+    tok = Tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
+    byte_len = tok._byte_lengths()
+    step = jax.jit(lambda p, b: summed_loss(cfg, p, b))
+    out = {}
+    pcfg = pipeline.PipelineConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
+    for language in sorted(manifest.get("heldout_shards", {})):
+        nll = tokens = nbytes = 0.0
+        for i, batch in enumerate(pipeline.heldout(dataclasses.replace(pcfg), language=language)):
+            if i >= max_batches:
+                break
+            s, n = step(params, {k: jnp.asarray(v) for k, v in batch.items()})
+            nll, tokens = nll + float(s), tokens + float(n)
+            nbytes += float((byte_len[batch["targets"]] * batch["loss_mask"]).sum())
+        if tokens:
+            out[language] = {"loss": nll / tokens, "perplexity": math.exp(nll / tokens), "tokens": int(tokens),
+                             "bits_per_byte": nll / math.log(2) / max(nbytes, 1.0)}
+    return out
+
+
+def overall(per_language: dict) -> dict:
+    tokens = sum(v["tokens"] for v in per_language.values())
+    if not tokens:
+        return {}
+    loss = sum(v["loss"] * v["tokens"] for v in per_language.values()) / tokens
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": tokens,
+            "bits_per_byte": float(np.average([v["bits_per_byte"] for v in per_language.values()],
+                                              weights=[v["tokens"] for v in per_language.values()]))}

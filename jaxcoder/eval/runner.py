@@ -1,0 +1,182 @@
+"""`jaxcoder eval`: the configured tasks on one checkpoint, resumable.
+
+Every generated sample and every execution result is appended to
+`<out_dir>/step_<N>/samples.jsonl` as soon as it exists, keyed by task, problem, sample index and
+sampling settings; a rerun reuses them and only does what is missing. Results go to
+`<out_dir>/step_<N>/results.json` and a printed table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from jaxcoder.data import shards
+from jaxcoder.data.fim import FimTokens
+from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.eval import humaneval, infilling, perplexity
+from jaxcoder.eval.generate import SamplingConfig, generate, truncate
+from jaxcoder.eval.sandbox import SandboxConfig, isolation, run_many
+from jaxcoder.train.checkpoint import load_params
+
+TASKS = ("perplexity", "humaneval", "fim_single_line", "fim_random_span")
+
+
+class SampleStore:
+    """An append-only JSONL map: what was generated or executed survives interruptions."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.values: dict[str, object] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a crash: that sample is redone
+                    continue
+                self.values[rec["key"]] = rec["value"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def __getitem__(self, key: str):
+        return self.values[key]
+
+    def put(self, key: str, value) -> None:
+        self.values[key] = value
+        self._file.write(json.dumps({"key": key, "value": value}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _generate_missing(store: SampleStore, jobs: list[tuple[str, list[int]]], make_text: Callable,
+                      batch_size: int, s: SamplingConfig, desc: str, cfg, params, stop_ids, stop_check) -> None:
+    """Generates the jobs (key, prompt ids) whose key is not in the store yet, in batches."""
+    pending = [(k, p) for k, p in jobs if k not in store]
+    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", mininterval=1.0)):
+        sb = SamplingConfig(**{**s.__dict__, "seed": s.seed * 100003 + n + len(jobs) - len(pending)})
+        outs = generate(cfg, params, [p for _, p in batch], sb, stop_ids=stop_ids,
+                        stop_check=(lambda i, toks, b=batch: stop_check(toks)) if stop_check else None)
+        for (key, _), toks in zip(batch, outs, strict=True):
+            store.put(key, make_text(toks))
+
+
+def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None) -> dict:
+    mcfg, params, meta = load_params(checkpoint, step)
+    step = int(meta.get("step", 0))
+    e = cfg.eval
+    tasks = tuple(e.tasks)
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"eval.tasks: unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    tok_path = meta.get("tokenizer_path") or cfg.tokenizer.path
+    if not tok_path:
+        raise ValueError("the checkpoint records no tokenizer; set --config.tokenizer.path")
+    tok = Tokenizer(tok_path)
+    layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout", cfg.tokenizer.layout)
+    out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / f"step_{step}"
+    store = SampleStore(out_dir / "samples.jsonl")
+    results: dict = {"checkpoint": str(checkpoint), "step": step, "sandbox_isolation": isolation()}
+    decode = tok.decode
+    start = time.perf_counter()
+    try:
+        if "perplexity" in tasks:
+            data_dir = cfg.data.prepared_dir
+            per_lang = perplexity.evaluate(mcfg, params, data_dir, e.seq_len, e.batch_size, e.perplexity_batches)
+            results["perplexity"] = {"overall": perplexity.overall(per_lang), "per_language": per_lang}
+
+        if "humaneval" in tasks:
+            h = e.humaneval
+            s = SamplingConfig(max_new_tokens=h.max_new_tokens, temperature=h.temperature, top_p=h.top_p,
+                               seed=cfg.seed)
+            probs = humaneval.problems()[: h.limit or None]
+            tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
+            keyed = [(f"he/{tag}/{p['task_id']}/{j}", p) for p in probs for j in range(h.n_samples)]
+            jobs = [(k, tok.encode(humaneval.prompt(p))) for k, p in keyed]
+            _generate_missing(store, jobs, lambda t: truncate(decode(t), humaneval.STOP_WORDS), e.batch_size, s,
+                              "humaneval: generate", mcfg, params, (tok.eos_id,),
+                              lambda t: any(w in decode(t) for w in humaneval.STOP_WORDS))
+            sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=e.sandbox_workers)
+            todo = [(k, p) for k, p in keyed if f"exec/{k}" not in store]
+            for i in tqdm(range(0, len(todo), 16), desc="humaneval: execute", unit="batch", mininterval=1.0):
+                chunk = todo[i:i + 16]
+                for (k, _), r in zip(chunk, run_many([humaneval.program(p, store[k]) for k, p in chunk], sandbox),
+                                     strict=True):
+                    store.put(f"exec/{k}", r.status)
+            by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in probs}
+            for k, p in keyed:
+                by_problem[p["task_id"]].append(store[f"exec/{k}"] == "passed")
+            correct = list(by_problem.values())
+            results["humaneval"] = {"problems": len(probs), "samples_per_problem": h.n_samples,
+                                    "temperature": h.temperature, "top_p": h.top_p,
+                                    **humaneval.mean_pass_at_k(correct, tuple(h.ks))}
+
+        fim_ids = FimTokens.from_tokenizer(tok, layout) if {"fim_single_line", "fim_random_span"} & set(tasks) else None
+        for task in ("fim_single_line", "fim_random_span"):
+            if task not in tasks:
+                continue
+            f = e.fim
+            if task == "fim_single_line":
+                items = infilling.single_line_tasks()[: f.limit or None]
+                stop = ("\n",)
+            else:
+                items = infilling.random_span_tasks(_heldout_texts(cfg.data.prepared_dir, tok), f.random_spans,
+                                                    seed=cfg.seed)
+                stop = ()
+            s = SamplingConfig(max_new_tokens=f.max_new_tokens)
+            jobs = [(f"{task}/{it['id']}", infilling.fim_prompt(tok, fim_ids, it["prefix"], it["suffix"],
+                                                                  f.max_context)) for it in items]
+            _generate_missing(store, jobs, lambda t, stop=stop: truncate(decode(t), stop), e.batch_size, s,
+                              f"{task}: generate", mcfg, params, (tok.eos_id,),
+                              (lambda t, stop=stop: any(x in decode(t) for x in stop)) if stop else None)
+            hits = [infilling.exact_match(store[k], it["middle"]) for (k, _), it in zip(jobs, items, strict=True)]
+            results[task] = {"tasks": len(items), "exact_match": float(np.mean(hits)) if hits else math.nan}
+    finally:
+        store.close()
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _heldout_texts(data_dir: str, tok: Tokenizer) -> list[str]:
+    manifest = shards.load_manifest(data_dir)
+    texts = []
+    for language in sorted(manifest.get("heldout_shards", {})):
+        for p in shards.shard_paths(data_dir, manifest, language, "heldout"):
+            texts += [tok.decode(d.tolist()) for d in shards.read_shard(Path(p))]
+    if not texts:
+        raise ValueError(f"{data_dir} has no held-out shards for fim_random_span (data.heldout_fraction was 0)")
+    return texts
+
+
+def table(results: dict) -> str:
+    rows = [("task", "metric", "value")]
+    if "perplexity" in results:
+        o = results["perplexity"]["overall"]
+        rows += [("held-out", "loss", f"{o['loss']:.4f}"), ("held-out", "perplexity", f"{o['perplexity']:.2f}"),
+                 ("held-out", "bits per byte", f"{o['bits_per_byte']:.4f}")]
+        for lang, v in results["perplexity"]["per_language"].items():
+            rows.append((f"  {lang}", "bits per byte", f"{v['bits_per_byte']:.4f}"))
+    if "humaneval" in results:
+        h = results["humaneval"]
+        for k, v in h.items():
+            if k.startswith("pass@"):
+                rows.append((f"HumanEval ({h['problems']} problems, n={h['samples_per_problem']})", k, f"{v:.4f}"))
+    for task in ("fim_single_line", "fim_random_span"):
+        if task in results:
+            rows.append((f"{task} ({results[task]['tasks']} tasks)", "exact match",
+                         f"{results[task]['exact_match']:.4f}"))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows)

@@ -1,0 +1,97 @@
+"""Evaluation: pass@k estimator, HumanEval through the sandbox (canonical solutions pass, broken ones
+fail), FIM task construction, and a resumable `eval` run on a small checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jaxcoder.eval import humaneval, infilling
+from jaxcoder.eval.sandbox import SandboxConfig, run_many
+
+
+def test_pass_at_k_matches_hand_computed_values():
+    assert humaneval.pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert humaneval.pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert humaneval.pass_at_k(10, 0, 5) == 0.0
+    assert humaneval.pass_at_k(4, 3, 2) == 1.0  # n - c < k
+    # n=3, c=1, k=2: 1 - C(2,2)/C(3,2) = 2/3
+    assert humaneval.pass_at_k(3, 1, 2) == pytest.approx(2 / 3)
+    res = humaneval.mean_pass_at_k([[True, False], [False, False]], ks=(1, 2, 10))
+    assert res == {"pass@1": pytest.approx(0.25), "pass@2": pytest.approx(0.5)}  # no pass@10 with n=2
+
+
+def test_canonical_solutions_pass_and_broken_ones_fail():
+    probs = humaneval.problems()
+    assert len(probs) == 164
+    cfg = SandboxConfig(timeout_s=10.0, workers=2)
+    good = run_many([humaneval.program(p, humaneval.canonical_completion(p)) for p in probs], cfg)
+    assert [p["task_id"] for p, r in zip(probs, good, strict=True) if not r.passed] == []
+    broken = run_many([humaneval.program(p, "    return None\n") for p in probs[:40]], cfg)
+    assert not any(r.passed for r in broken)
+
+
+def test_single_line_tasks_rebuild_the_solutions():
+    tasks = infilling.single_line_tasks()
+    assert 900 < len(tasks) < 1200  # every non-blank line of the 164 canonical solutions
+    by_id = {p["task_id"]: p for p in humaneval.problems()}
+    for t in tasks[::37]:
+        p = by_id[t["id"].rsplit("/", 1)[0]]
+        assert t["prefix"] + t["middle"] + t["suffix"] == p["prompt"] + p["canonical_solution"]
+        assert "\n" not in t["middle"] and t["middle"].strip()
+    assert infilling.exact_match("  x = 1 ", "x = 1") and not infilling.exact_match("x = 2", "x = 1")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared_data, tmp_path_factory):
+    """A random tiny model saved as a checkpoint that points at the prepared tokenizer."""
+    from jaxcoder.model import functional as F
+    from jaxcoder.model.presets import preset
+    from jaxcoder.train.checkpoint import Checkpointer
+
+    cfg, manifest = prepared_data
+    mcfg = preset("deepseek-coder-tiny", vocab_size=1024, dtype="float32")
+    directory = tmp_path_factory.mktemp("ckpt") / "checkpoints"
+    ckpt = Checkpointer(directory, async_save=False)
+    ckpt.save(7, F.init_params(mcfg, 0), meta={
+        "model": mcfg.to_dict(), "step": 7, "tokenizer_path": str(Path(cfg.out_dir) / "tokenizer.model"),
+        "config": {"tokenizer": {"layout": "starcoder"}}})
+    ckpt.close()
+    return directory
+
+
+def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_path):
+    from jaxcoder.config import base_config
+    from jaxcoder.eval import runner
+
+    cfg = base_config("deepseek-coder-tiny")
+    cfg.data.prepared_dir = prepared_data[0].out_dir
+    cfg.workdir = str(tmp_path)
+    cfg.eval.update(batch_size=8, seq_len=64, perplexity_batches=2)
+    cfg.eval.humaneval.update(limit=3, n_samples=2, temperature=0.8, max_new_tokens=16, ks=(1, 2))
+    cfg.eval.fim.update(limit=10, random_spans=6, max_new_tokens=8, max_context=256)
+    first = runner.run(cfg, str(checkpoint))
+    assert first["step"] == 7 and first["perplexity"]["overall"]["bits_per_byte"] > 0
+    assert set(first["humaneval"]) >= {"pass@1", "pass@2"} and first["humaneval"]["problems"] == 3
+    assert first["fim_single_line"]["tasks"] == 10 and first["fim_random_span"]["tasks"] == 6
+    samples = tmp_path / "eval" / "step_7" / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    assert len(lines) == 3 * 2 * 2 + 10 + 6  # generations + executions, each stored once
+    second = runner.run(cfg, str(checkpoint))
+    assert samples.read_text().splitlines() == lines  # nothing regenerated or re-executed
+    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert drop(second) == drop(first)
+    assert json.loads((tmp_path / "eval" / "step_7" / "results.json").read_text())["step"] == 7
+    print(runner.table(second))
+
+
+def test_unknown_task_is_named(prepared_data, checkpoint, tmp_path):
+    from jaxcoder.config import base_config
+    from jaxcoder.eval import runner
+
+    cfg = base_config("deepseek-coder-tiny")
+    cfg.eval.tasks = ("mbpp",)
+    with pytest.raises(ValueError, match="eval.tasks: unknown task.*mbpp"):
+        runner.run(cfg, str(checkpoint))
