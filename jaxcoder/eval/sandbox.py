@@ -64,8 +64,8 @@ def isolation() -> str:
 
 
 def _limits(cfg: SandboxConfig):
+    """preexec_fn fallback when `prlimit` is missing (not fork-safe in threaded evaluators)."""
     def apply():
-        os.setsid()  # own session and process group: the whole group is killed at the end
         resource.setrlimit(resource.RLIMIT_CPU, (cfg.cpu_s, cfg.cpu_s))
         resource.setrlimit(resource.RLIMIT_AS, (cfg.memory_bytes, cfg.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (cfg.file_bytes, cfg.file_bytes))
@@ -73,6 +73,13 @@ def _limits(cfg: SandboxConfig):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
+
+
+def _prlimit(cfg: SandboxConfig) -> list[str]:
+    # Applied by a separate program after the user switch, so the process-count limit binds (root
+    # is exempt from it) and the evaluator never forks with a preexec hook (unsafe with threads).
+    return ["prlimit", f"--cpu={cfg.cpu_s}", f"--as={cfg.memory_bytes}", f"--fsize={cfg.file_bytes}",
+            f"--nproc={cfg.max_processes}", "--core=0", "--"]
 
 
 def run_program(source: str, cfg: SandboxConfig = SandboxConfig(), level: str | None = None) -> Result:
@@ -84,6 +91,9 @@ def run_program(source: str, cfg: SandboxConfig = SandboxConfig(), level: str | 
         with open(path, "w") as f:
             f.write(source)
         cmd = [_interpreter(cfg), "-I", "-B", path]
+        use_prlimit = shutil.which("prlimit") is not None
+        if use_prlimit:
+            cmd = [*_prlimit(cfg), *cmd]
         if level == "full":
             os.chown(workdir, NOBODY, NOBODY)
             os.chown(path, NOBODY, NOBODY)
@@ -92,8 +102,10 @@ def run_program(source: str, cfg: SandboxConfig = SandboxConfig(), level: str | 
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1"}
         start = time.perf_counter()
+        # A new session: its own process group, killed as a whole at the end.
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=_limits(cfg))
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=None if use_prlimit else _limits(cfg))
         try:
             out, _ = proc.communicate(timeout=cfg.timeout_s)
             status = "passed" if proc.returncode == 0 else "failed"
