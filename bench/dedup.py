@@ -13,7 +13,7 @@ import time
 
 from _corpus import stdlib_texts
 
-from jaxcoder.data.dedup import NON_ALPHA, DedupConfig, MinHasher, near_duplicate_clusters
+from jaxcoder.data.dedup import NON_ALPHA, DedupConfig, MinHasher, UnionFind, near_duplicate_clusters
 
 
 def datasketch_clusters(texts, cfg):
@@ -28,21 +28,12 @@ def datasketch_clusters(texts, cfg):
         sigs.append(m)
         if len(toks) >= cfg.ngram:
             lsh.insert(i, m)
-    parent = list(range(len(texts)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    uf = UnionFind(len(texts))
     for i, m in enumerate(sigs):
         if i in lsh:
             for j in lsh.query(m):
-                a, b = find(i), find(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return [find(i) for i in range(len(texts))]
+                uf.union(i, j)
+    return uf.roots()
 
 
 def groups(clusters):

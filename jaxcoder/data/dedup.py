@@ -110,20 +110,35 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+class UnionFind:
+    """Disjoint sets over 0..n-1; every set is represented by its smallest member."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self) -> list[int]:
+        return [self.find(i) for i in range(len(self.parent))]
+
+
 def near_duplicate_clusters(signatures: Sequence[np.ndarray | None], hasher: MinHasher) -> list[int]:
     """Cluster id (the smallest member index) for every document; singletons map to themselves.
 
     Candidate pairs share an LSH band; as in bigcode's pipeline, band collisions are merged by
     union-find directly (no re-check against the threshold).
     """
-    parent = list(range(len(signatures)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    uf = UnionFind(len(signatures))
     buckets: dict[bytes, int] = {}
     for i, sig in enumerate(signatures):
         if sig is None:
@@ -131,10 +146,8 @@ def near_duplicate_clusters(signatures: Sequence[np.ndarray | None], hasher: Min
         for key in hasher.band_keys(sig):
             j = buckets.setdefault(key, i)
             if j != i:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    return [find(i) for i in range(len(signatures))]
+                uf.union(i, j)
+    return uf.roots()
 
 
 def dedup_keep_mask(hashes: Sequence[str], signatures: Sequence[np.ndarray | None], hasher: MinHasher

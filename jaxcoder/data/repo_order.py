@@ -19,6 +19,7 @@ import posixpath
 import re
 from collections import defaultdict
 
+from jaxcoder.data.dedup import UnionFind
 from jaxcoder.data.languages import comment_prefix
 
 _PY = re.compile(r"^\s*(?:from\s+(\.*[\w.]*)\s+import\s+([\w*, ()]+)|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
@@ -122,22 +123,14 @@ def topological_order(paths: list[str], deps: dict[str, set[str]]) -> list[list[
                 users[b].append(a)  # edge b -> a: a depends on b
                 in_degree[a] += 1
     # Weakly connected components by union-find over the edges.
-    parent = {p: p for p in paths}
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    index = {p: i for i, p in enumerate(paths)}
+    uf = UnionFind(len(paths))
     for b, dependents in users.items():
         for a in dependents:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    components: dict[str, list[str]] = defaultdict(list)
+            uf.union(index[a], index[b])
+    components: dict[int, list[str]] = defaultdict(list)
     for p in sorted(paths):
-        components[find(p)].append(p)
+        components[uf.find(index[p])].append(p)
 
     results = []
     for members in sorted(components.values(), key=lambda m: m[0]):

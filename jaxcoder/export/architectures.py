@@ -119,9 +119,16 @@ class Architecture:
 
     name: str
     model_type: str
+    required: dict[str, str] = {}  # config field -> the only value this architecture supports
 
     def problems(self, cfg: ModelConfig) -> list[str]:
-        raise NotImplementedError
+        """Why this architecture cannot express `cfg` (empty when it can)."""
+        out = [f"{field}={getattr(cfg, field)!r} (needs {value!r})" for field, value in self.required.items()
+               if getattr(cfg, field) != value]
+        return out + self.extra_problems(cfg)
+
+    def extra_problems(self, cfg: ModelConfig) -> list[str]:
+        return []
 
     def check(self, cfg: ModelConfig) -> None:
         problems = self.problems(cfg)
@@ -185,6 +192,14 @@ class Architecture:
                 "torch_dtype": "float32", "use_cache": True}
 
 
+def _llama_style_shape(hf: dict) -> dict:
+    """The size fields Llama and Starcoder2 configs share."""
+    h = hf["num_attention_heads"]
+    return dict(vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=h,
+                n_kv_heads=hf.get("num_key_value_heads") or h, head_dim=hf.get("head_dim") or hf["hidden_size"] // h,
+                d_ff=hf["intermediate_size"], max_seq_len=hf["max_position_embeddings"])
+
+
 def _zeros_like(tree):
     return {k: (_zeros_like(v) if isinstance(v, dict) else np.zeros(v.shape, np.float32)) for k, v in tree.items()}
 
@@ -193,18 +208,12 @@ class Llama(Architecture):
     """LlamaForCausalLM: the DeepSeek-Coder line (RMSNorm, SwiGLU, RoPE, usually no biases)."""
 
     name, model_type = "LlamaForCausalLM", "llama"
+    required = {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope"}
 
-    def problems(self, cfg):
-        out = []
-        if cfg.norm != "rmsnorm":
-            out.append(f"norm={cfg.norm!r} (needs 'rmsnorm')")
-        if cfg.mlp != "swiglu":
-            out.append(f"mlp={cfg.mlp!r} (needs 'swiglu')")
-        if cfg.position != "rope":
-            out.append(f"position={cfg.position!r} (needs 'rope')")
+    def extra_problems(self, cfg):
         if cfg.sliding_window is not None:
-            out.append(f"sliding_window={cfg.sliding_window} (Llama has no sliding window)")
-        return out
+            return [f"sliding_window={cfg.sliding_window} (Llama has no sliding window)"]
+        return []
 
     def config_json(self, cfg):
         return {**self._common_json(cfg), "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
@@ -215,14 +224,11 @@ class Llama(Architecture):
                 **_rope_json(cfg)}
 
     def model_config(self, hf):
-        h = hf["num_attention_heads"]
         return ModelConfig(
-            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=h,
-            n_kv_heads=hf.get("num_key_value_heads") or h, head_dim=hf.get("head_dim") or hf["hidden_size"] // h,
-            d_ff=hf["intermediate_size"], max_seq_len=hf["max_position_embeddings"], norm="rmsnorm",
-            norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu", attn_bias=hf.get("attention_bias", False),
-            mlp_bias=hf.get("mlp_bias", False), position="rope", rope=rope_from_hf(hf),
-            tie_embeddings=hf.get("tie_word_embeddings", False), init_std=hf.get("initializer_range", 0.02))
+            **_llama_style_shape(hf), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu",
+            attn_bias=hf.get("attention_bias", False), mlp_bias=hf.get("mlp_bias", False), position="rope",
+            rope=rope_from_hf(hf), tie_embeddings=hf.get("tie_word_embeddings", False),
+            init_std=hf.get("initializer_range", 0.02))
 
     def layer_to_hf(self, cfg, lyr, p):
         m = lyr["mlp"]
@@ -251,18 +257,12 @@ class Starcoder2(Architecture):
     """Starcoder2ForCausalLM: LayerNorm with bias, GELU-tanh MLP, RoPE, GQA, sliding window."""
 
     name, model_type = "Starcoder2ForCausalLM", "starcoder2"
+    required = {"norm": "layernorm", "mlp": "gelu", "position": "rope"}
 
-    def problems(self, cfg):
-        out = []
-        if cfg.norm != "layernorm":
-            out.append(f"norm={cfg.norm!r} (needs 'layernorm')")
-        if cfg.mlp != "gelu":
-            out.append(f"mlp={cfg.mlp!r} (needs 'gelu')")
-        if cfg.position != "rope":
-            out.append(f"position={cfg.position!r} (needs 'rope')")
+    def extra_problems(self, cfg):
         if cfg.attn_bias != cfg.mlp_bias:
-            out.append(f"attn_bias={cfg.attn_bias} != mlp_bias={cfg.mlp_bias} (one use_bias flag covers both)")
-        return out
+            return [f"attn_bias={cfg.attn_bias} != mlp_bias={cfg.mlp_bias} (one use_bias flag covers both)"]
+        return []
 
     def config_json(self, cfg):
         return {**self._common_json(cfg), "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
@@ -274,15 +274,12 @@ class Starcoder2(Architecture):
                 **_rope_json(cfg)}
 
     def model_config(self, hf):
-        h = hf["num_attention_heads"]
         bias = hf.get("use_bias", True)
         return ModelConfig(
-            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=h,
-            n_kv_heads=hf.get("num_key_value_heads") or h, head_dim=hf.get("head_dim") or hf["hidden_size"] // h,
-            d_ff=hf["intermediate_size"], max_seq_len=hf["max_position_embeddings"], norm="layernorm",
-            norm_eps=hf.get("norm_epsilon", 1e-5), mlp="gelu", attn_bias=bias, mlp_bias=bias, position="rope",
-            rope=rope_from_hf(hf), sliding_window=hf.get("sliding_window"),
-            tie_embeddings=hf.get("tie_word_embeddings", True), init_std=hf.get("initializer_range", 0.02))
+            **_llama_style_shape(hf), norm="layernorm", norm_eps=hf.get("norm_epsilon", 1e-5), mlp="gelu",
+            attn_bias=bias, mlp_bias=bias, position="rope", rope=rope_from_hf(hf),
+            sliding_window=hf.get("sliding_window"), tie_embeddings=hf.get("tie_word_embeddings", True),
+            init_std=hf.get("initializer_range", 0.02))
 
     def layer_to_hf(self, cfg, lyr, p):
         m = lyr["mlp"]
@@ -311,12 +308,10 @@ class GPTBigCode(Architecture):
     embed_key = "transformer.wte.weight"
     final_norm_key = "transformer.ln_f"
 
-    def problems(self, cfg):
+    required = {"position": "learned", "norm": "layernorm", "mlp": "gelu"}
+
+    def extra_problems(self, cfg):
         out = []
-        if cfg.position != "learned":
-            out.append(f"position={cfg.position!r} (needs 'learned')")
-        if cfg.norm != "layernorm" or cfg.mlp != "gelu":
-            out.append(f"norm={cfg.norm!r}, mlp={cfg.mlp!r} (needs 'layernorm', 'gelu')")
         if not (cfg.attn_bias and cfg.mlp_bias):
             out.append("biases are always present in GPTBigCode (needs attn_bias=mlp_bias=True)")
         if cfg.n_kv_heads not in (1, cfg.n_heads):
