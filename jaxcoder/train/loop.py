@@ -18,18 +18,20 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+import optax
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from jaxcoder import config as run_config
 from jaxcoder.data import pipeline, shards
-from jaxcoder.model.config import human_count
+from jaxcoder.model.config import ModelConfig, human_count
 from jaxcoder.parallel.mesh import MeshError, check_model_fits, make_mesh, resolve_axis_sizes
 from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
 from jaxcoder.parallel.rules import sharding_rules
 from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import Checkpointer
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
-from jaxcoder.train.optimizer import learning_rate, make_optimizer
+from jaxcoder.train.optimizer import OptimizerConfig, learning_rate, make_optimizer
 from jaxcoder.train.step import make_eval_step, make_train_step
 
 
@@ -55,7 +57,7 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def setup(cfg: ml_collections.ConfigDict):
+def setup(cfg: ml_collections.ConfigDict) -> Setup:
     """Mesh, model/optimizer configs and shardings (no allocation)."""
     mcfg = run_config.model_config(cfg)
     ocfg = run_config.optimizer_config(cfg)
@@ -84,12 +86,14 @@ def setup(cfg: ml_collections.ConfigDict):
 
 @dataclasses.dataclass
 class Setup:
-    mcfg: object
-    ocfg: object
-    optimizer: object
-    mesh: object
+    """Everything a run (or a dry run) derives from its config before touching data or devices."""
+
+    mcfg: ModelConfig
+    ocfg: OptimizerConfig
+    optimizer: optax.GradientTransformation
+    mesh: Mesh
     rules: tuple
-    sh: object
+    sh: shard_lib.TrainShardings
     pipeline: PipelineConfig
 
     @contextlib.contextmanager
