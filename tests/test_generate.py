@@ -75,3 +75,18 @@ def test_top_k_and_top_p_restrict_the_support():
     p8 = {int(sample_logits(logits, k, SamplingConfig(temperature=1.0, top_p=0.8))[0]) for k in keys}
     assert k2 == {0, 1} and p8 == {0, 1}
     assert {int(sample_logits(logits, k, SamplingConfig(temperature=1.0))[0]) for k in keys} == {0, 1, 2, 3}
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_sharded_generation_equals_single_device():
+    from jaxcoder.eval.generate import place
+    from jaxcoder.parallel.mesh import make_mesh
+
+    cfg = preset("starcoder2-tiny", dtype="float32", sliding_window=12)
+    params = random_params(F.init_params(cfg, 0), seed=5, scale=0.3)
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(4, cfg.vocab_size, n).tolist() for n in (6, 13, 9, 4)]
+    single = generate(cfg, params, prompts, SamplingConfig(max_new_tokens=12))
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    sharded = generate(cfg, place(cfg, params, mesh), prompts, SamplingConfig(max_new_tokens=12), mesh=mesh)
+    assert sharded == single

@@ -22,6 +22,7 @@ from jaxcoder.model import functional as F
 from jaxcoder.model.attention_ops import _attend_block
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.rope import rope_tables
+from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, sharding_rules, tree_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +90,15 @@ def forward_with_cache(cfg: ModelConfig, params, tokens: jax.Array, seg: jax.Arr
         return h, (k_cache, v_cache)
 
     x, (k_new, v_new) = jax.lax.scan(layer, x, (stacked, cache["k"], cache["v"]))
+    cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
+    k_new, v_new = constrain(k_new, cache_axes), constrain(v_new, cache_axes)
     logits = model.logits(x)
     return logits, {"k": k_new, "v": v_new, "seg": cache_seg, "pos": cache["pos"]}
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, total: int):
+def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, total: int, mesh=None,
+              rules: Rules = DEFAULT_RULES):
     @jax.jit
     def prefill(params, tokens, seg, positions, key):
         cache = init_cache(cfg, batch, total)
@@ -113,11 +117,19 @@ def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, 
     return prefill, decode
 
 
+def place(cfg: ModelConfig, params, mesh, rules: Rules = DEFAULT_RULES):
+    """Parameters laid out on `mesh` by the logical-axis rules (for sharded generation)."""
+    return jax.device_put(params, tree_shardings(F.param_axes(cfg), mesh, rules))
+
+
 def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], s: SamplingConfig,
-             stop_ids: Sequence[int] = (), stop_check: Callable[[int, list[int]], bool] | None = None
-             ) -> list[list[int]]:
+             stop_ids: Sequence[int] = (), stop_check: Callable[[int, list[int]], bool] | None = None,
+             mesh=None, rules: Rules = DEFAULT_RULES) -> list[list[int]]:
     """Continues each prompt by up to s.max_new_tokens tokens. A row stops at a stop id (kept out of
-    the output) or when stop_check(row, new_tokens) says so (the caller trims stop strings)."""
+    the output) or when stop_check(row, new_tokens) says so (the caller trims stop strings).
+
+    With a mesh (and params from `place`), prompts, activations and the KV cache are sharded by the
+    same rules as training: batch over data/fsdp, KV heads over tensor."""
     if not prompts or min(len(p) for p in prompts) == 0:
         raise ValueError("every prompt needs at least one token")
     b = len(prompts)
@@ -132,7 +144,14 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], s: Samp
         tokens[i, p_len - len(p):] = p
         seg[i, p_len - len(p):] = 1
         positions[i, p_len - len(p):] = np.arange(len(p))
-    prefill, decode = _compiled(cfg, s, b, p_len, total)
+    prefill, decode = _compiled(cfg, s, b, p_len, total, mesh, tuple(rules))
+    if mesh is not None:
+        def traced(fn):  # activation constraints apply while the step is traced
+            def call(*args):
+                with sharding_rules(mesh, rules):
+                    return fn(*args)
+            return call
+        prefill, decode = traced(prefill), traced(decode)
     key = jax.random.PRNGKey(s.seed)
     key, sub = jax.random.split(key)
     token, cache = prefill(params, jnp.asarray(tokens), jnp.asarray(seg), jnp.asarray(positions), sub)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
 from jaxcoder.eval import humaneval, infilling, perplexity
-from jaxcoder.eval.generate import SamplingConfig, generate, truncate
+from jaxcoder.eval.generate import SamplingConfig, generate, place, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, isolation, run_many
 from jaxcoder.train.checkpoint import load_params
 
@@ -61,14 +62,15 @@ class SampleStore:
 
 
 def _generate_missing(store: SampleStore, jobs: list[tuple[str, list[int]]], make_text: Callable,
-                      batch_size: int, s: SamplingConfig, desc: str, cfg, params, stop_ids, stop_check) -> None:
+                      batch_size: int, s: SamplingConfig, desc: str, cfg, params, stop_ids, stop_check,
+                      mesh=None) -> None:
     """Generates the jobs (key, prompt ids) whose key is not in the store yet, in batches."""
     pending = [(k, p) for k, p in jobs if k not in store]
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
     for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", mininterval=1.0)):
         sb = SamplingConfig(**{**s.__dict__, "seed": s.seed * 100003 + n + len(jobs) - len(pending)})
         outs = generate(cfg, params, [p for _, p in batch], sb, stop_ids=stop_ids,
-                        stop_check=(lambda i, toks, b=batch: stop_check(toks)) if stop_check else None)
+                        stop_check=(lambda i, toks, b=batch: stop_check(toks)) if stop_check else None, mesh=mesh)
         for (key, _), toks in zip(batch, outs, strict=True):
             store.put(key, make_text(toks))
 
@@ -76,6 +78,13 @@ def _generate_missing(store: SampleStore, jobs: list[tuple[str, list[int]]], mak
 def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None) -> dict:
     mcfg, params, meta = load_params(checkpoint, step)
     step = int(meta.get("step", 0))
+    mesh = None
+    if jax.device_count() > 1:  # generate sharded over every device, by the run's mesh and rules
+        from jaxcoder import config as run_config
+        from jaxcoder.parallel.mesh import make_mesh
+
+        mesh = make_mesh({k: v for k, v in cfg.mesh.items() if k not in ("rules", "num_devices")})
+        params = place(mcfg, params, mesh, run_config.mesh_rules(cfg))
     e = cfg.eval
     tasks = tuple(e.tasks)
     unknown = sorted(set(tasks) - set(TASKS))
@@ -107,7 +116,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
             jobs = [(k, tok.encode(humaneval.prompt(p))) for k, p in keyed]
             _generate_missing(store, jobs, lambda t: truncate(decode(t), humaneval.STOP_WORDS), e.batch_size, s,
                               "humaneval: generate", mcfg, params, (tok.eos_id,),
-                              lambda t: any(w in decode(t) for w in humaneval.STOP_WORDS))
+                              lambda t: any(w in decode(t) for w in humaneval.STOP_WORDS), mesh)
             sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=e.sandbox_workers)
             todo = [(k, p) for k, p in keyed if f"exec/{k}" not in store]
             for i in tqdm(range(0, len(todo), 16), desc="humaneval: execute", unit="batch", mininterval=1.0):
@@ -140,7 +149,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                                                                   f.max_context)) for it in items]
             _generate_missing(store, jobs, lambda t, stop=stop: truncate(decode(t), stop), e.batch_size, s,
                               f"{task}: generate", mcfg, params, (tok.eos_id,),
-                              (lambda t, stop=stop: any(x in decode(t) for x in stop)) if stop else None)
+                              (lambda t, stop=stop: any(x in decode(t) for x in stop)) if stop else None, mesh)
             hits = [infilling.exact_match(store[k], it["middle"]) for (k, _), it in zip(jobs, items, strict=True)]
             results[task] = {"tasks": len(items), "exact_match": float(np.mean(hits)) if hits else math.nan}
     finally:
