@@ -112,7 +112,7 @@ class Tokenizer:
         such boundary after its start and the last one before its end, plus the re-encoded edges.
         """
         data = text.encode("utf-8")
-        lengths = self._byte_lengths()[np.asarray(tokens)]
+        lengths = self.byte_lengths()[np.asarray(tokens)]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         if offsets[-1] != len(data):  # not this text's tokens (or unusual pieces): encode plainly
             return self.encode_batch(_cut(text, cuts))
@@ -129,7 +129,8 @@ class Tokenizer:
                        + self.encode(data[e:b].decode("utf-8")))
         return out
 
-    def _byte_lengths(self) -> np.ndarray:
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes each token id decodes to (byte-fallback pieces 1, control tokens 0)."""
         if getattr(self, "_lengths", None) is None:
             sp = self.sp
             self._lengths = np.asarray(

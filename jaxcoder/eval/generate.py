@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcoder.model import functional as F
-from jaxcoder.model.attention_ops import _attend_block
+from jaxcoder.model.attention_ops import attend_block
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.rope import rope_tables
 from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, sharding_rules, tree_shardings
@@ -84,7 +84,7 @@ def forward_with_cache(cfg: ModelConfig, params, tokens: jax.Array, seg: jax.Arr
         v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
         b, _, heads, hd = q.shape
         qg = q.reshape(b, n, cfg.n_kv_heads, heads // cfg.n_kv_heads, hd)
-        o = _attend_block(qg, k_cache, v_cache, mask, hd ** -0.5).reshape(b, n, heads, hd).astype(q.dtype)
+        o = attend_block(qg, k_cache, v_cache, mask, hd ** -0.5).reshape(b, n, heads, hd).astype(q.dtype)
         h = h + block.attn.output(o)
         h = h + block.mlp(block.mlp_norm(h))
         return h, (k_cache, v_cache)

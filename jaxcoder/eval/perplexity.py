@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -19,13 +18,13 @@ from jaxcoder.train.step import summed_loss
 def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: int, max_batches: int) -> dict:
     manifest = shards.load_manifest(data_dir)
     tok = Tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
-    byte_len = tok._byte_lengths()
+    byte_len = tok.byte_lengths()
     step = jax.jit(lambda p, b: summed_loss(cfg, p, b))
     out = {}
     pcfg = pipeline.PipelineConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
     for language in sorted(manifest.get("heldout_shards", {})):
         nll = tokens = nbytes = 0.0
-        for i, batch in enumerate(pipeline.heldout(dataclasses.replace(pcfg), language=language)):
+        for i, batch in enumerate(pipeline.heldout(pcfg, language=language)):
             if i >= max_batches:
                 break
             s, n = step(params, {k: jnp.asarray(v) for k, v in batch.items()})

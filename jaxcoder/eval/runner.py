@@ -70,7 +70,7 @@ def _generate_missing(store: SampleStore, jobs: list[tuple[str, list[int]]], mak
     for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", mininterval=1.0)):
         sb = SamplingConfig(**{**s.__dict__, "seed": s.seed * 100003 + n + len(jobs) - len(pending)})
         outs = generate(cfg, params, [p for _, p in batch], sb, stop_ids=stop_ids,
-                        stop_check=(lambda i, toks, b=batch: stop_check(toks)) if stop_check else None, mesh=mesh)
+                        stop_check=(lambda i, toks: stop_check(toks)) if stop_check else None, mesh=mesh)
         for (key, _), toks in zip(batch, outs, strict=True):
             store.put(key, make_text(toks))
 

@@ -42,8 +42,10 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return mask[None] & same_doc
 
 
-def _attend_block(qg, k, v, mask, scale):
-    """qg [B, T, KV, G, D] against all keys -> [B, T, KV, G, D]; float32 scores and softmax."""
+def attend_block(qg, k, v, mask, scale):
+    """qg [B, T, KV, G, D] against all keys [B, S, KV, D] under mask [B, T, S] -> [B, T, KV, G, D].
+
+    Float32 scores and softmax. Also used by the KV-cache decoder."""
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -67,12 +69,12 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: ja
     qg = q.reshape(b, t, kv, h // kv, d)
     mask = attention_mask(q_segment_ids, kv_segment_ids, sliding_window)
     if not q_chunk or t <= q_chunk or t % q_chunk:
-        out = _attend_block(qg, k, v, mask, scale)
+        out = attend_block(qg, k, v, mask, scale)
     else:
         n = t // q_chunk
         q_chunks = qg.reshape(b, n, q_chunk, kv, h // kv, d).swapaxes(0, 1)
         m_chunks = mask.reshape(b, n, q_chunk, mask.shape[-1]).swapaxes(0, 1)
-        block = jax.checkpoint(lambda xs: _attend_block(xs[0], k, v, xs[1], scale))
+        block = jax.checkpoint(lambda xs: attend_block(xs[0], k, v, xs[1], scale))
         out = jax.lax.map(block, (q_chunks, m_chunks)).swapaxes(0, 1).reshape(b, t, kv, h // kv, d)
     return out.reshape(b, t, h, d).astype(q.dtype)
 
