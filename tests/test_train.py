@@ -93,3 +93,16 @@ def test_resume_with_changed_data_settings_is_refused(tiny_run):
     cfg.data.loader_workers = 2
     with pytest.raises(ValueError, match="num_workers: saved 0 now 2"):
         train(cfg)
+
+
+def test_checkpoint_retention_keeps_last_k_and_every_mth(prepared_data, tmp_path):
+    from helpers import tiny_train_config
+
+    from jaxcoder.train.loop import train
+
+    cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=9, checkpoint_every=1)
+    cfg.train.update(keep_checkpoints=2, keep_every=4)
+    cfg.mesh.update(num_devices=1, data=1)
+    train(cfg)
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == [4, 8, 9]
