@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcoder.model import functional as F
-from jaxcoder.model.attention_ops import attend_block
+from jaxcoder.model.attention_ops import attend_block, attention_mask
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.rope import rope_tables
 from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, sharding_rules, tree_shardings
@@ -66,14 +66,10 @@ def forward_with_cache(cfg: ModelConfig, params, tokens: jax.Array, seg: jax.Arr
     model = F.bind(cfg, params)
     x = model.embed_tokens(tokens, positions)
     rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
-    n, total = tokens.shape[1], cache["k"].shape[2]
+    n = tokens.shape[1]
     cache_seg = jax.lax.dynamic_update_slice(cache["seg"], seg, (0, start))
-    q_idx = start + jnp.arange(n)
-    kv_idx = jnp.arange(total)
-    mask = kv_idx[None, :] <= q_idx[:, None]
-    if cfg.sliding_window is not None:
-        mask &= (q_idx[:, None] - kv_idx[None, :]) < cfg.sliding_window
-    mask = mask[None] & (cache_seg[:, None, :] == seg[:, :, None]) & (cache_seg[:, None, :] >= 0)
+    # Empty slots carry segment -1, which no query has.
+    mask = attention_mask(seg, cache_seg, cfg.sliding_window, q_offset=start)
     graphdef, stacked = nnx.split(model.blocks)
 
     def layer(h, xs):

@@ -30,10 +30,11 @@ def register_attention(name: str, fn: AttentionFn) -> None:
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
-                   sliding_window: int | None) -> jax.Array:
-    """Boolean [batch, q_len, kv_len] mask (True = attend)."""
+                   sliding_window: int | None, q_offset: int | jax.Array | None = None) -> jax.Array:
+    """Boolean [batch, q_len, kv_len] mask (True = attend). Query i sits at key index q_offset + i
+    (default: the queries are the last q_len keys)."""
     q_len, kv_len = q_segment_ids.shape[1], kv_segment_ids.shape[1]
-    q_idx = jnp.arange(q_len)[:, None] + (kv_len - q_len)
+    q_idx = jnp.arange(q_len)[:, None] + (kv_len - q_len if q_offset is None else q_offset)
     kv_idx = jnp.arange(kv_len)[None, :]
     mask = kv_idx <= q_idx
     if sliding_window is not None:

@@ -69,13 +69,14 @@ def active() -> PipelineConfig | None:
     return _ACTIVE.get()
 
 
-def _split(x: jax.Array, m: int) -> jax.Array:
-    """[B, ...] -> [M, B/M, ...]; microbatch i takes rows i, i+M, ... (each spans every data shard)."""
+def split_microbatches(x: jax.Array, m: int) -> jax.Array:
+    """[B, ...] -> [M, B/M, ...]; microbatch i takes rows i, i+M, ... (each spans every data shard).
+    Shared by the pipeline and gradient accumulation."""
     return x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1)
 
 
 def _merge(x: jax.Array) -> jax.Array:
-    """Inverse of _split."""
+    """Inverse of split_microbatches."""
     return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
@@ -103,7 +104,7 @@ def run(pcfg: PipelineConfig, stacked, x: jax.Array, segment_ids: jax.Array, pos
         return jax.lax.scan(body, h, w)[0]
 
     stage_fn = jax.checkpoint(stage_fn, policy=jax.checkpoint_policies.nothing_saveable)
-    xs, segs, poss = _split(x, m_), _split(segment_ids, m_), _split(positions, m_)
+    xs, segs, poss = (split_microbatches(a, m_) for a in (x, segment_ids, positions))
     mb_shape = xs.shape[1:]
     stage_ids = jnp.arange(s_)
 

@@ -221,8 +221,6 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
 def heldout_loss(eval_step, params, pcfg: pipeline.PipelineConfig, cfg, sh) -> float:
     """Mean token loss over the first train.eval_batches held-out batches (always the same ones);
     each process reads its share of the held-out records."""
-    import dataclasses
-
     local = dataclasses.replace(pcfg, batch_size=cfg.train.batch_size // jax.process_count())
     total, count = 0.0, 0.0
     batches = pipeline.heldout(local, process_index=jax.process_index(), process_count=jax.process_count())

@@ -15,6 +15,7 @@ import optax
 
 from jaxcoder.model import functional as F
 from jaxcoder.model.config import ModelConfig
+from jaxcoder.parallel.pipeline import split_microbatches
 
 
 def token_nll(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> jax.Array:
@@ -33,11 +34,6 @@ def summed_loss(cfg: ModelConfig, params, batch, z_loss: float = 0.0):
     return (token_nll(logits, batch["targets"], z_loss) * mask).sum(), mask.sum()
 
 
-def _microbatches(batch: dict, n: int) -> dict:
-    """[B, T] -> [n, B/n, T], microbatch i taking rows i, i+n, ... so each spans every data shard."""
-    return jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
-
-
 def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z_loss: float = 0.0,
                     grad_accum: int = 1) -> Callable:
     """(params, opt_state, batch) -> (params, opt_state, metrics). With grad_accum > 1 the batch is
@@ -54,7 +50,8 @@ def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z
                 return (jax.tree.map(jnp.add, acc_g, g), acc_s + s, acc_c + c), None
 
             zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-            (grads, total, count), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), _microbatches(batch, grad_accum))
+            micro = jax.tree.map(lambda x: split_microbatches(x, grad_accum), batch)
+            (grads, total, count), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), micro)
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
