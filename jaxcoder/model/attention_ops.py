@@ -20,6 +20,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxcoder.parallel.rules import active_mesh, active_spec
+
 AttentionFn = Callable[..., jax.Array]
 _REGISTRY: dict[str, AttentionFn] = {}
 
@@ -84,21 +86,111 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: ja
 register_attention("xla", functools.partial(xla_attention, q_chunk=1024))
 
 
-def resolve_impl(impl: str) -> str:
-    """Maps `auto` to a concrete implementation for the current backend."""
+def _sharded(fn: AttentionFn) -> AttentionFn:
+    """Runs a kernel per device under the active mesh.
+
+    A Pallas or cuDNN custom call is opaque to GSPMD, which would gather its inputs onto every
+    device; inside `shard_map` each device instead attends its own batch rows and heads (the
+    logical rules decide which mesh axes those are), which needs no communication at all.
+    """
+    def sharded(q, k, v, *, q_segment_ids, kv_segment_ids, **kwargs):
+        mesh = active_mesh()
+        if mesh is None or mesh.size == 1:
+            return fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, **kwargs)
+        qs = active_spec(("batch", "length", "heads", "head_dim"))
+        kvs = active_spec(("batch", "length", "kv_heads", "head_dim"))
+        seg = active_spec(("batch", "length"))
+        if (qs[2] is None) != (kvs[2] is None):
+            # Sharding query heads but not KV heads (or the reverse) would break the GQA grouping.
+            raise ValueError(f"attention heads sharded as {qs[2]} but KV heads as {kvs[2]}; "
+                             "the mesh rules must shard both or neither")
+        body = functools.partial(fn, **kwargs)
+        return jax.shard_map(
+            lambda q, k, v, qs_, ks_: body(q, k, v, q_segment_ids=qs_, kv_segment_ids=ks_),
+            mesh=mesh, in_specs=(qs, kvs, kvs, seg, seg), out_specs=qs, check_vma=False,
+        )(q, k, v, q_segment_ids, kv_segment_ids)
+    return sharded
+
+
+def pallas_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=None, scale=None):
+    """Our Pallas flash-attention kernel (`kernels/`); on CPU it runs in the interpreter."""
+    from kernels.flash_attention import flash_attention  # kernels import this module's registry
+
+    return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                           sliding_window=sliding_window, scale=scale)
+
+
+CUDNN_DTYPES = ("bfloat16", "float16")
+
+
+def cudnn_problem(q: jax.Array, platform: str | None = None) -> str | None:
+    """Why cuDNN flash attention cannot compute this case, or None when it can."""
+    platform = platform or jax.default_backend()
+    if platform not in ("gpu", "cuda"):
+        return f"cuDNN attention needs a CUDA GPU (the backend is {platform})"
+    if q.dtype.name not in CUDNN_DTYPES:
+        return f"cuDNN flash attention takes {'/'.join(CUDNN_DTYPES)}, not {q.dtype.name} (model.dtype)"
+    head_dim = q.shape[-1]
+    if head_dim % 8 or head_dim > 256:
+        return f"cuDNN flash attention needs head_dim a multiple of 8 and <= 256; got {head_dim}"
+    return None
+
+
+def cudnn_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, sliding_window=None,
+                    scale=None, implementation: str = "cudnn"):
+    """cuDNN's fused attention through `jax.nn.dot_product_attention`.
+
+    It has no segment-id argument, so packed documents become a dense [B, 1, T, S] mask
+    (correct, but O(T*S) memory per row and slower than the kernel: `auto` sends packed batches
+    to Pallas). `implementation="xla"` runs the same call through XLA (used to test the
+    argument mapping on CPU).
+    """
+    if implementation == "cudnn":
+        problem = cudnn_problem(q)
+        if problem:
+            raise ValueError(f"model.attention_impl='cudnn': {problem}")
+    mask = None
+    if q_segment_ids is not None:
+        mask = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :])[:, None]
+    window = None if sliding_window is None else (sliding_window - 1, 0)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=True,
+                                        local_window_size=window, implementation=implementation)
+
+
+register_attention("pallas", _sharded(pallas_attention))
+register_attention("cudnn", _sharded(cudnn_attention))
+
+
+def resolve_impl(impl: str, q: jax.Array | None = None, *, packed: bool = True,
+                 platform: str | None = None) -> str:
+    """Maps `auto` to a concrete implementation for the platform and the case.
+
+    CPU: XLA (the kernels only run interpreted there). GPU: cuDNN when the batch is not packed
+    and cuDNN takes the dtype/head size, else our Pallas kernel (segment ids and windows without
+    a dense mask). TPU: XLA until our Mosaic lowering has been validated on a TPU
+    (`attention_impl=pallas` opts in).
+    """
     if impl != "auto":
         return impl
-    # Only the reference exists until the kernels land; `auto` will then pick per platform.
+    platform = platform or jax.default_backend()
+    if platform in ("gpu", "cuda", "rocm"):
+        if not packed and q is not None and cudnn_problem(q, "gpu") is None:
+            return "cudnn"
+        return "pallas"
     return "xla"
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
-           sliding_window: int | None, impl: str = "auto", scale: float | None = None) -> jax.Array:
-    """Dispatches to the selected attention implementation."""
-    name = resolve_impl(impl)
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array | None,
+           kv_segment_ids: jax.Array | None, sliding_window: int | None, impl: str = "auto",
+           scale: float | None = None) -> jax.Array:
+    """Dispatches to the selected attention implementation (segment ids None: one document)."""
+    name = resolve_impl(impl, q, packed=q_segment_ids is not None)
     fn = _REGISTRY.get(name)
     if fn is None:
         raise ValueError(
             f"model.attention_impl={impl!r} is not available here (available: {', '.join(sorted(_REGISTRY))})")
+    if q_segment_ids is None and name != "cudnn":
+        q_segment_ids = jnp.zeros(q.shape[:2], jnp.int32)
+        kv_segment_ids = jnp.zeros(k.shape[:2], jnp.int32)
     return fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
               sliding_window=sliding_window, scale=scale)

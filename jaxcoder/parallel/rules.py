@@ -111,3 +111,13 @@ def active_mesh() -> Mesh | None:
     """The mesh of the enclosing `sharding_rules`, if any."""
     active = _ACTIVE.get()
     return active[0] if active else None
+
+
+def active_spec(axes: LogicalAxes) -> PartitionSpec:
+    """The PartitionSpec the active rules give these logical axes (all replicated outside
+    `sharding_rules`)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return PartitionSpec(*([None] * len(axes)))
+    mesh, rules = active
+    return logical_to_spec(axes, rules, mesh.axis_names)
