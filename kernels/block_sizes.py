@@ -83,11 +83,13 @@ def _gpu_smem_limit(device_kind: str | None) -> int:
 
 
 def check_blocks(blocks: BlockSizes, platform: str, *, head_dim: int, itemsize: int,
-                 kv_len: int, num_stages: int = 2, device_kind: str | None = None) -> None:
+                 kv_len: int, q_len: int = 0, group: int = 1, num_stages: int = 2,
+                 device_kind: str | None = None) -> None:
     """Raises BlockShapeError naming the field when `platform` cannot run these blocks.
 
-    `head_dim` is the (possibly padded) head dimension the kernel sees; `kv_len` the padded
-    key length (TPU keeps a whole K/V row in VMEM).
+    `head_dim` is the (possibly padded) head dimension the kernel sees; `kv_len`/`q_len` the
+    padded lengths and `group` the query heads per KV head (on TPU the forward keeps a whole K/V
+    row in VMEM, the dK/dV kernel the whole Q and dO rows of a group).
     """
     if platform not in PLATFORMS:
         raise BlockShapeError(f"unknown kernel platform {platform!r}; expected one of {PLATFORMS}")
@@ -113,8 +115,10 @@ def check_blocks(blocks: BlockSizes, platform: str, *, head_dim: int, itemsize: 
             if size % 128:
                 raise BlockShapeError(
                     f"BlockSizes.{name}={size}: TPU tiles must be multiples of 128 (lane width)")
-        vmem = 2 * 2 * kv_len * head_dim * itemsize  # K and V rows, double-buffered
-        if vmem > _TPU_VMEM_BUDGET:
-            raise BlockShapeError(
-                f"key length {kv_len} x head_dim {head_dim} needs {vmem >> 20} MiB of VMEM for "
-                f"K/V; the kernel budget is {_TPU_VMEM_BUDGET >> 20} MiB (shard the sequence)")
+        # Double-buffered whole rows: K and V (forward, dQ), or Q and dO of a group (dK/dV).
+        for what, length, heads in (("K/V", kv_len, 1), ("the dK/dV kernel's Q/dO", q_len, group)):
+            vmem = 2 * 2 * heads * length * head_dim * itemsize
+            if vmem > _TPU_VMEM_BUDGET:
+                raise BlockShapeError(
+                    f"length {length} x {heads} head(s) x head_dim {head_dim} needs {vmem >> 20} MiB "
+                    f"of VMEM for {what}; the kernel budget is {_TPU_VMEM_BUDGET >> 20} MiB")

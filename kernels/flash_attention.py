@@ -107,7 +107,8 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
         padded_dim = max(16, 1 << (head_dim - 1).bit_length())
     if not interpret:
         check_blocks(blocks, platform, head_dim=padded_dim, itemsize=q.dtype.itemsize,
-                     kv_len=kv_seg.shape[1], num_stages=num_stages,
+                     kv_len=kv_seg.shape[1], q_len=q_seg.shape[1], group=heads // kv_heads,
+                     num_stages=num_stages,
                      device_kind=jax.devices()[0].device_kind)
     q = _pad_axis(_pad_axis(q, 3, padded_dim), 1, blocks.q_multiple)
     k = _pad_axis(_pad_axis(k, 3, padded_dim), 1, blocks.kv_multiple)

@@ -144,8 +144,11 @@ def test_block_shapes_the_hardware_cannot_run_are_refused():
     with pytest.raises(BlockShapeError, match="BlockSizes.block_q=64: TPU tiles must be multiples of 128"):
         check_blocks(BlockSizes(block_q=64, block_kv=128, block_q_dkv=128, block_kv_dkv=128,
                                 block_q_dq=128, block_kv_dq=128), "tpu", head_dim=128, itemsize=2, kv_len=4096)
-    with pytest.raises(BlockShapeError, match="VMEM"):
+    with pytest.raises(BlockShapeError, match="VMEM for K/V"):
         check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=256, itemsize=4, kv_len=65536)
+    with pytest.raises(BlockShapeError, match="VMEM for the dK/dV kernel's Q/dO"):
+        check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=128, itemsize=2, kv_len=16384,
+                     q_len=16384, group=8)
     # Compiling for a GPU applies the check; interpret mode accepts any shape (tested above).
     x = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
     with pytest.raises(BlockShapeError, match="block_q=24"):
