@@ -89,7 +89,9 @@ def test_sharded_kernel_matches_unsharded_xla(sizes, pcfg):
     pallas = dataclasses.replace(cfg, attention_impl="pallas")
     pipe = pipelining(pcfg or PipelineConfig(stages=1, microbatches=1, repeats=1))
     with sharding_rules(mesh), pipe:
-        got_loss, got_grads = jax.jit(jax.value_and_grad(lambda p: loss(pallas, p)))(sharded)
+        fn = jax.value_and_grad(lambda p: loss(pallas, p))
+        assert "shard_map" in str(jax.make_jaxpr(fn)(sharded))  # the kernel runs per device
+        got_loss, got_grads = jax.jit(fn)(sharded)
     np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-5)
     _assert_tree_close(got_grads, ref_grads)
 
