@@ -2,7 +2,9 @@
 standard library, Linux headers, Perl's core modules and npm's JavaScript) on 2 CPU cores.
 
 `--config=configs/demo.py` (default line: deepseek) or `configs/demo.py:starcoder2` /
-`configs/demo.py:santacoder` to train a tiny model of another line; `:steps=N` sets the length.
+`configs/demo.py:santacoder` to train a tiny model of another line; `:steps=N` sets the length;
+`:smoke=1` shrinks everything (two stdlib packages, 12 steps, a few eval tasks) for the tests
+that run the README's commands.
 """
 
 import os
@@ -17,7 +19,7 @@ _EXTRA_REPOS = ("/usr/lib/x86_64-linux-gnu/perl-base", "/usr/lib/node_modules/np
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, line="deepseek", steps=400)
+    a = parse_arg(arg, line="deepseek", steps=400, smoke=False)
     if a.line not in _PRESETS:
         raise ValueError(f"demo lines: {', '.join(_PRESETS)}; got {a.line!r}")
     c = base_config(_PRESETS[a.line])
@@ -49,4 +51,20 @@ def get_config(arg=None):
     c.eval.fim.update(limit=200, random_spans=100, max_new_tokens=48, max_context=512)
     c.eval.perplexity_batches = 5
     c.eval.seq_len = 256
+    if a.smoke:
+        _smoke(c)
     return c
+
+
+def _smoke(c):
+    stdlib = sysconfig.get_paths()["stdlib"]
+    c.data.sources.repo_roots = ()
+    c.data.sources.repo_dirs = (f"{stdlib}/json", f"{stdlib}/email")
+    c.data.mixture = ()
+    c.data.repo_level = False  # file samples, so the held-out split is not empty
+    c.data.heldout_fraction = 0.1
+    c.tokenizer.vocab_size = c.model.vocab_size = 1024
+    c.train.update(steps=12, log_every=4, eval_every=6, checkpoint_every=6, warmup_steps=2)
+    c.eval.humaneval.update(limit=4, max_new_tokens=16)
+    c.eval.fim.update(limit=6, heldout_lines=6, random_spans=4, max_new_tokens=8)
+    c.eval.perplexity_batches = 1

@@ -13,6 +13,7 @@ VERBS = {
     "eval": ("jaxcoder.commands.eval", "evaluate a checkpoint: perplexity, HumanEval, FIM infilling"),
     "params": ("jaxcoder.commands.params", "parameter count of a config (or --all presets)"),
     "data": ("jaxcoder.commands.data", "`data prepare`: build tokenized training shards from code"),
+    "report": ("jaxcoder.commands.report", "Markdown report and loss-curve PNG of a run directory"),
 }
 
 

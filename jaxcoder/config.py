@@ -69,7 +69,8 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.data.tokens_per_shard = 4_000_000
     c.data.prepare_workers = 0  # 0 = one per core
     c.data.mixture = ()  # ((language, weight), ...); empty = proportional to tokens
-    c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5})  # layout: tokenizer.layout
+    # layout: tokenizer.layout; max_tokens 0 = FIM per whole document (see jaxcoder/data/fim.py)
+    c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5, "max_tokens": 0})
     c.data.loader_workers = 0  # Grain worker processes (0 = in the training process)
     # Independent loader streams that make up the global batch; processes split them. A fixed
     # number keeps the data identical whatever the process count (0 = one per process).
@@ -77,6 +78,9 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
+    # A checkpoint to start from when the workdir has none (continued pretraining, e.g. of an
+    # imported Hugging Face model); its model config must match this run's.
+    c.train.init_from = config_dict.placeholder(str)
     c.train.batch_size = 8
     c.train.seq_len = 256
     c.train.lr = 3e-4
@@ -118,7 +122,7 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.distributed.local_devices = 0  # >0: fake CPU devices per process (local multi-process runs)
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.tasks = ("perplexity", "humaneval", "fim_single_line", "fim_random_span")
+    c.eval.tasks = ("perplexity", "humaneval", "fim_single_line", "fim_heldout_line", "fim_random_span")
     c.eval.out_dir = ""  # default <workdir>/eval; results per checkpoint step under it
     c.eval.batch_size = 16  # prompts decoded together
     c.eval.seq_len = 1024  # perplexity rows
@@ -126,7 +130,8 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.eval.sandbox_workers = 2
     c.eval.humaneval = ml_collections.ConfigDict(dict(
         n_samples=1, temperature=0.0, top_p=0.95, max_new_tokens=512, limit=0, ks=(1, 10, 100), timeout_s=3.0))
-    c.eval.fim = ml_collections.ConfigDict(dict(max_new_tokens=64, limit=0, random_spans=200, max_context=1024))
+    c.eval.fim = ml_collections.ConfigDict(dict(max_new_tokens=64, limit=0, heldout_lines=200, random_spans=200,
+                                                max_context=1024))
 
     c.export = ml_collections.ConfigDict()
     c.export.architecture = "auto"  # auto | llama | starcoder2 | gpt_bigcode
@@ -201,7 +206,8 @@ def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = Non
     """The typed PipelineConfig of a run config (batch_size: rows per stream)."""
     from jaxcoder.data.pipeline import PipelineConfig
 
-    fim = FimConfig(rate=cfg.data.fim.rate, spm_rate=cfg.data.fim.spm_rate, layout=cfg.tokenizer.layout)
+    fim = FimConfig(rate=cfg.data.fim.rate, spm_rate=cfg.data.fim.spm_rate, layout=cfg.tokenizer.layout,
+                    max_tokens=cfg.data.fim.max_tokens)
     return PipelineConfig(data_dir=cfg.data.prepared_dir, seq_len=cfg.train.seq_len,
                           batch_size=batch_size or cfg.train.batch_size, seed=cfg.seed,
                           mixture=tuple((str(k), float(v)) for k, v in cfg.data.mixture), fim=fim,

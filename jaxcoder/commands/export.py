@@ -2,11 +2,14 @@
 
 Writes safetensors (sharded past export.max_shard_size, with an index), config.json,
 generation_config.json and the tokenizer. --verify_prompt loads the result with transformers,
-reports the largest logit difference from jaxcoder, and prints transformers' greedy completion.
+reports the largest logit difference from jaxcoder, and prints transformers' greedy completion;
+--verify_infill_prefix/--verify_infill_suffix add a fill-in-the-middle. Both are compared token for
+token with jaxcoder's greedy output, and the check is saved as `<out>.check.json`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -22,6 +25,9 @@ DTYPE = flags.DEFINE_string("dtype", None, "float32 | bfloat16 | float16 (defaul
 SHARD = flags.DEFINE_string("max_shard_size", None, "e.g. 5GB (default: export.max_shard_size or 5GB).")
 VERIFY = flags.DEFINE_string("verify_prompt", None, "Check the export with transformers on this prompt.")
 NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "Tokens transformers generates with --verify_prompt.")
+INFILL_PREFIX = flags.DEFINE_string("verify_infill_prefix", None, "Code before the hole for a FIM check "
+                                    "(backslash escapes such as \\n are decoded).")
+INFILL_SUFFIX = flags.DEFINE_string("verify_infill_suffix", "", "Code after the hole for a FIM check.")
 
 
 def main(argv):
@@ -47,4 +53,13 @@ def main(argv):
     print(f"exported step {meta.get('step')} to {out}: " + json.dumps(summary))
     if VERIFY.value:
         from jaxcoder.export.verify import verify_export
-        verify_export(out, cfg, params, VERIFY.value, NEW_TOKENS.value)
+
+        infill = None
+        if INFILL_PREFIX.value is not None:
+            infill = tuple(codecs.decode(v, "unicode_escape") for v in (INFILL_PREFIX.value, INFILL_SUFFIX.value))
+        layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout") or (
+            run.tokenizer.layout if run is not None else None)
+        check = verify_export(out, cfg, params, VERIFY.value, NEW_TOKENS.value, infill=infill, layout=layout)
+        check_path = out.with_name(out.name + ".check.json")
+        check_path.write_text(json.dumps({"step": meta.get("step"), **check}, indent=2))
+        print(f"export check written to {check_path}")

@@ -25,6 +25,10 @@ class FimConfig:
     rate: float = 0.5
     spm_rate: float = 0.5
     layout: str = "starcoder"  # starcoder | deepseek
+    # 0: FIM per whole document (StarCoder, DeepSeek-Coder). N > 0: documents are cut into pieces
+    # of at most N tokens, each transformed on its own ("context-level" FIM, Bavarian et al. 2022),
+    # so that sentinels and middle share a training row when documents outgrow the context.
+    max_tokens: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.rate <= 1.0 or not 0.0 <= self.spm_rate <= 1.0:
@@ -32,6 +36,8 @@ class FimConfig:
                              f"{self.spm_rate}")
         if self.layout not in ("starcoder", "deepseek"):
             raise ValueError(f"data.fim.layout must be starcoder or deepseek, got {self.layout!r}")
+        if self.max_tokens < 0:
+            raise ValueError(f"data.fim.max_tokens must be >= 0 (0: whole documents); got {self.max_tokens}")
         if self.layout == "deepseek" and self.spm_rate > 0 and self.rate > 0:
             raise ValueError("the deepseek FIM layout is PSM only: set data.fim.spm_rate=0")
 
@@ -66,10 +72,15 @@ def layout_tokens(pre: list[int], mid: list[int], suf: list[int], ids: FimTokens
 
 
 def permute(tokens: np.ndarray, rng: np.random.Generator, tokenizer, cfg: FimConfig, ids: FimTokens) -> np.ndarray:
-    """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is).
+    """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is);
+    with cfg.max_tokens, each piece of at most that many tokens separately.
 
     The parts are exactly what tokenizing prefix, middle and suffix separately gives; when the
     tokenizer offers `split_encode` only the words around the two cuts are re-tokenized."""
+    if cfg.max_tokens and len(tokens) > cfg.max_tokens:
+        pieces = [tokens[i:i + cfg.max_tokens] for i in range(0, len(tokens), cfg.max_tokens)]
+        whole = dataclasses.replace(cfg, max_tokens=0)
+        return np.concatenate([permute(p, rng, tokenizer, whole, ids) for p in pieces])
     if cfg.rate <= 0 or rng.random() >= cfg.rate:
         return tokens
     text = tokenizer.decode(tokens.tolist())

@@ -1,6 +1,7 @@
 """FIM infilling benchmarks: single-line (SantaCoder/InCoder protocol: each non-blank line of the
-HumanEval canonical solutions masked in turn) and random spans of held-out files; exact match
-after stripping whitespace, as bigcode's harness scores it."""
+HumanEval canonical solutions masked in turn), the same single-line protocol on held-out files of
+the training corpus (in-distribution: what a small model learns first), and random spans of
+held-out files; exact match after stripping whitespace, as bigcode's harness scores it."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ def random_span_tasks(docs: list[str], n: int, seed: int = 0, max_span: int = 20
         a = int(rng.integers(0, len(d) - 1))
         b = min(len(d), a + 1 + int(rng.integers(0, max_span)))
         tasks.append({"id": f"span/{i}", "prefix": d[:a], "suffix": d[b:], "middle": d[a:b]})
+    return tasks
+
+
+def heldout_line_tasks(docs: list[str], n: int, seed: int = 0, max_line: int = 100) -> list[dict]:
+    """n single-line holes: a random non-blank line (at most max_line characters) of a random
+    held-out document, with everything before and after it as prefix and suffix."""
+    rng = np.random.default_rng(seed)
+    candidates = []  # (doc index, line start, line end) of every eligible line
+    for di, d in enumerate(docs):
+        offset = 0
+        for line in d.splitlines(keepends=True):
+            body = line.rstrip("\r\n")
+            if body.strip() and len(body) <= max_line:
+                candidates.append((di, offset, offset + len(body)))
+            offset += len(line)
+    if not candidates:
+        return []
+    picks = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)
+    tasks = []
+    for i, c in enumerate(sorted(int(p) for p in picks)):
+        di, a, b = candidates[c]
+        d = docs[di]
+        tasks.append({"id": f"line/{i}", "prefix": d[:a], "suffix": d[b:], "middle": d[a:b]})
     return tasks
 
 

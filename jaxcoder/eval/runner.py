@@ -27,7 +27,8 @@ from jaxcoder.eval.generate import SamplingConfig, generate, place, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, isolation, run_many
 from jaxcoder.train.checkpoint import load_params
 
-TASKS = ("perplexity", "humaneval", "fim_single_line", "fim_random_span")
+TASKS = ("perplexity", "humaneval", "fim_single_line", "fim_heldout_line", "fim_random_span")
+FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span")
 
 
 class SampleStore:
@@ -75,9 +76,16 @@ def _generate_missing(store: SampleStore, jobs: list[tuple[str, list[int]]], mak
             store.put(key, make_text(toks))
 
 
-def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None) -> dict:
+def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None,
+        untrained: bool = False) -> dict:
+    """Evaluates `checkpoint` (latest step unless `step`). With `untrained`, the same architecture
+    and tokenizer with freshly initialised weights: the baseline a trained model must beat."""
     mcfg, params, meta = load_params(checkpoint, step)
     step = int(meta.get("step", 0))
+    if untrained:
+        from jaxcoder.model import functional as F
+
+        params = jax.device_get(F.init_params(mcfg, cfg.seed))
     mesh = None
     if jax.device_count() > 1:  # generate sharded over every device, by the run's mesh and rules
         from jaxcoder import config as run_config
@@ -95,9 +103,10 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
         raise ValueError("the checkpoint records no tokenizer; set --config.tokenizer.path")
     tok = Tokenizer(tok_path)
     layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout", cfg.tokenizer.layout)
-    out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / f"step_{step}"
+    out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / ("untrained" if untrained else f"step_{step}")
     store = SampleStore(out_dir / "samples.jsonl")
-    results: dict = {"checkpoint": str(checkpoint), "step": step, "sandbox_isolation": isolation()}
+    results: dict = {"checkpoint": str(checkpoint), "step": 0 if untrained else step, "untrained": untrained,
+                     "sandbox_isolation": isolation()}
     decode = tok.decode
     start = time.perf_counter()
     try:
@@ -132,13 +141,17 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                                     "temperature": h.temperature, "top_p": h.top_p,
                                     **humaneval.mean_pass_at_k(correct, tuple(h.ks))}
 
-        fim_ids = FimTokens.from_tokenizer(tok, layout) if {"fim_single_line", "fim_random_span"} & set(tasks) else None
-        for task in ("fim_single_line", "fim_random_span"):
+        fim_ids = FimTokens.from_tokenizer(tok, layout) if set(FIM_TASKS) & set(tasks) else None
+        for task in FIM_TASKS:
             if task not in tasks:
                 continue
             f = e.fim
             if task == "fim_single_line":
                 items = infilling.single_line_tasks()[: f.limit or None]
+                stop = ("\n",)
+            elif task == "fim_heldout_line":
+                items = infilling.heldout_line_tasks(_heldout_texts(cfg.data.prepared_dir, tok), f.heldout_lines,
+                                                     seed=cfg.seed)
                 stop = ("\n",)
             else:
                 items = infilling.random_span_tasks(_heldout_texts(cfg.data.prepared_dir, tok), f.random_spans,
@@ -183,7 +196,7 @@ def table(results: dict) -> str:
         for k, v in h.items():
             if k.startswith("pass@"):
                 rows.append((f"HumanEval ({h['problems']} problems, n={h['samples_per_problem']})", k, f"{v:.4f}"))
-    for task in ("fim_single_line", "fim_random_span"):
+    for task in FIM_TASKS:
         if task in results:
             rows.append((f"{task} ({results[task]['tasks']} tasks)", "exact match",
                          f"{results[task]['exact_match']:.4f}"))

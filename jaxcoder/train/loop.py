@@ -57,6 +57,32 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha256: str):
+    """Parameters of another checkpoint (e.g. an imported Hugging Face model) as the starting point
+    of this run, restored straight onto this run's shardings; the model configs must agree."""
+    import hashlib
+
+    from jaxcoder.train.checkpoint import read_meta
+
+    step, meta = read_meta(directory)
+    theirs = ModelConfig.from_dict(meta["model"]).to_dict()
+    ours = mcfg.to_dict()
+    # Execution choices may differ; anything that changes the function or the shapes may not.
+    free = {"dtype", "param_dtype", "remat", "scan_layers", "attention_impl", "max_seq_len"}
+    differ = sorted(k for k in ours if k not in free and ours.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"train.init_from={directory}: model fields differ from the checkpoint's: " + ", ".join(
+            f"model.{k}={ours.get(k)!r} (checkpoint: {theirs.get(k)!r})" for k in differ))
+    tok = meta.get("tokenizer_path")
+    if tok and Path(tok).exists() and hashlib.sha256(Path(tok).read_bytes()).hexdigest() != tokenizer_sha256:
+        raise ValueError(f"train.init_from={directory} uses tokenizer {tok}, but the prepared data was tokenized "
+                         f"with another; prepare the data with --config.tokenizer.path={tok}")
+    params_t, _ = shard_lib.abstract_state(mcfg, optimizer, sh)
+    _, params, _, _ = Checkpointer(directory, read_only=True).restore(step, params_target=params_t)
+    opt_state = jax.jit(optimizer.init, out_shardings=sh.opt_state)(params)
+    return params, opt_state
+
+
 def setup(cfg: ml_collections.ConfigDict) -> Setup:
     """Mesh, model/optimizer configs and shardings (no allocation)."""
     mcfg = run_config.model_config(cfg)
@@ -141,7 +167,12 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
                  "data_signature": data_signature, "mesh": dict(mesh.shape)}
 
     start = ckpt.latest_step()
-    if start is None:
+    if start is None and cfg.train.init_from:
+        params, opt_state = _init_from(cfg.train.init_from, mcfg, optimizer, sh, tok_info["sha256"])
+        start = 0
+        if primary:
+            print(f"initialised from {cfg.train.init_from} (fresh optimizer state, step 0)", flush=True)
+    elif start is None:
         params, opt_state = shard_lib.init_state(mcfg, optimizer, sh, cfg.seed)
         start = 0
     else:

@@ -1,0 +1,21 @@
+"""jaxcoder report: a Markdown report (`<workdir>/report.md`) and a loss-curve PNG (`loss.png`) of a
+run directory: data preparation, training loss, evaluation against the untrained baseline, and
+the Hugging Face export check. Reads only what the other verbs wrote; missing parts say so.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from jaxcoder.commands import common
+from jaxcoder.eval.report import write_report
+
+EXPORT_CHECK = flags.DEFINE_string("export_check", None, "The export's check JSON (default <workdir>/hf.check.json).")
+TITLE = flags.DEFINE_string("title", "jaxcoder run", "Report title.")
+
+
+def main(argv):
+    del argv
+    cfg = common.require_config()
+    out = write_report(cfg.workdir, cfg.data.prepared_dir, EXPORT_CHECK.value, TITLE.value)
+    print(f"report written to {out}")

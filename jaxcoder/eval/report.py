@@ -1,0 +1,156 @@
+"""`jaxcoder report`: one Markdown page and a loss-curve PNG for a run directory.
+
+Reads what the other verbs leave in the workdir: `metrics.jsonl` (train), `eval/step_<N>/` and
+`eval/untrained/results.json` (eval, eval --untrained), the data manifest (data prepare) and
+`hf.check.json` (export --verify_prompt). Missing pieces are reported as not run, never invented.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jaxcoder.eval.runner import FIM_TASKS
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Training log records; a line cut by a crash is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_loss(rows: list[dict], out: Path) -> Path:
+    """Train loss per logged step and held-out loss where measured, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    held = [(r["step"], r["heldout_loss"]) for r in rows if "heldout_loss" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue")
+    if held:
+        ax.plot(*zip(*held, strict=True), "o-", label="held-out loss", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _latest_eval(eval_dir: Path) -> dict | None:
+    steps = sorted((int(p.name.split("_", 1)[1]), p) for p in eval_dir.glob("step_*")
+                   if (p / "results.json").exists() and p.name.split("_", 1)[1].isdigit())
+    return json.loads((steps[-1][1] / "results.json").read_text()) if steps else None
+
+
+def _metrics(results: dict | None) -> dict[str, float]:
+    """Flat {metric name: value} of an eval results.json."""
+    if not results:
+        return {}
+    out = {}
+    if "perplexity" in results:
+        o = results["perplexity"]["overall"]
+        out["held-out loss (nats/token)"] = o["loss"]
+        out["held-out bits per byte"] = o["bits_per_byte"]
+    for k, v in results.get("humaneval", {}).items():
+        if k.startswith("pass@"):
+            out[f"HumanEval {k}"] = v
+    for task in FIM_TASKS:
+        if task in results:
+            out[f"{task} exact match ({results[task]['tasks']} tasks)"] = results[task]["exact_match"]
+    return out
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def write_report(workdir: str | Path, data_dir: str | Path | None = None, export_check: str | Path | None = None,
+                 title: str = "jaxcoder run") -> Path:
+    """Writes `<workdir>/report.md` (and `loss.png` when there is a training log); returns its path."""
+    work = Path(workdir)
+    lines = [f"# {title}", "", f"Run directory: `{work}`", ""]
+    manifest_path = Path(data_dir or work / "data") / "manifest.json"
+    lines += ["## Data", ""]
+    if manifest_path.exists():
+        m = json.loads(manifest_path.read_text())
+        counts = m.get("counts", {})
+        dropped = sum(v for k, v in counts.items() if k.startswith("dropped/"))
+        lines.append(
+            f"Prepared in `{manifest_path.parent}` ({m.get('seconds', '?')} s): {counts.get('files_seen', 0):,} files "
+            f"seen in {m.get('repositories', '?')} repositories, {dropped:,} dropped by the filters, "
+            f"{counts.get('duplicates/exact', 0):,} exact and {counts.get('duplicates/near', 0):,} near duplicates "
+            f"removed, {sum(v for k, v in counts.items() if k.startswith('redacted/')):,} PII redactions, "
+            f"{counts.get('dropped/contaminated', 0):,} files dropped as benchmark contamination; "
+            f"{m.get('total_tokens', 0):,} training tokens in {counts.get('samples', '?')} samples.")
+        langs = m.get("tokens", {})
+        if langs:
+            lines += ["", "| language | documents | tokens |", "|---|---:|---:|"]
+            lines += [f"| {lang} | {m.get('documents', {}).get(lang, 0):,} | {n:,} |"
+                      for lang, n in sorted(langs.items(), key=lambda kv: -kv[1])]
+    else:
+        lines.append("No prepared data manifest found (`jaxcoder data prepare` not run here).")
+
+    rows = read_metrics(work / "metrics.jsonl")
+    lines += ["", "## Training", ""]
+    if rows:
+        png = plot_loss(rows, work / "loss.png")
+        first, last = rows[0], rows[-1]
+        held = [r for r in rows if "heldout_loss" in r]
+        lines.append(f"{last['step']} steps. Train loss {first['loss']:.3f} (step {first['step']}) -> "
+                     f"{last['loss']:.3f} (step {last['step']}).")
+        if held:
+            lines.append(f"Held-out loss {held[0]['heldout_loss']:.3f} (step {held[0]['step']}) -> "
+                         f"{held[-1]['heldout_loss']:.3f} (step {held[-1]['step']}).")
+        lines += ["", f"![loss curve]({png.name})"]
+    else:
+        lines.append("No training log (`metrics.jsonl`) found.")
+
+    trained = _latest_eval(work / "eval")
+    untrained_path = work / "eval" / "untrained" / "results.json"
+    untrained = json.loads(untrained_path.read_text()) if untrained_path.exists() else None
+    lines += ["", "## Evaluation", ""]
+    if trained or untrained:
+        t, u = _metrics(trained), _metrics(untrained)
+        step = trained["step"] if trained else "—"
+        lines += [f"| metric | untrained (same architecture, fresh weights) | trained (step {step}) |",
+                  "|---|---:|---:|"]
+        lines += [f"| {name} | {_fmt(u.get(name))} | {_fmt(t.get(name))} |" for name in dict.fromkeys([*u, *t])]
+        if trained:
+            lines += ["", f"Sandbox isolation for executed code: {trained.get('sandbox_isolation', '?')}."]
+    else:
+        lines.append("No evaluation results found (`jaxcoder eval` not run here).")
+
+    check_path = Path(export_check) if export_check else work / "hf.check.json"
+    lines += ["", "## Hugging Face export", ""]
+    if check_path.exists():
+        c = json.loads(check_path.read_text())
+        lines.append(f"`{check_path.with_suffix('').with_suffix('')}` loads in transformers as "
+                     f"`{c.get('architecture', '?')}`; max |logit difference| from jaxcoder "
+                     f"{c['max_logit_diff']:.2e} over {c['prompt_tokens']} tokens.")
+        same = "the same tokens as" if c.get("completion_matches_jaxcoder") else "different tokens from"
+        lines += ["", f"Greedy completion by transformers ({same} jaxcoder's):", "", "```",
+                  c["prompt"] + c["completion"], "```"]
+        if "infill_middle" in c:
+            same = "the same tokens as" if c.get("infill_matches_jaxcoder") else "different tokens from"
+            lines += ["", f"Fill-in-the-middle by transformers ({same} jaxcoder's); the generated middle is "
+                      "between `>>>` and `<<<`:", "", "```",
+                      c["infill_prefix"] + ">>>" + c["infill_middle"] + "<<<" + c["infill_suffix"], "```"]
+    else:
+        lines.append("No export check found (`jaxcoder export --verify_prompt=...` not run here).")
+    out = work / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
