@@ -23,22 +23,35 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/pytest -q tests
 
-# This machine's own code -> shards -> training with FIM -> Orbax checkpoint -> HF export ->
-# a completion by transformers -> evaluation. Every stage resumes or skips work already done.
+# This machine's own code -> shards -> training with FIM on a mesh of fake CPU devices -> Orbax
+# checkpoints -> HF export checked by transformers (a completion and an infill) -> evaluation of the
+# trained model and of the untrained baseline -> runs/demo/report.md + loss.png. Every stage
+# resumes or skips work already done, so an interrupted `make demo` continues where it stopped.
+DEMO_DEVICES := XLA_FLAGS=--xla_force_host_platform_device_count=2
+INFILL_PREFIX := def count_lines(path):\n    with open(path) as f:\n
+INFILL_SUFFIX := \n\n\nif __name__ == \"__main__\":\n    print(count_lines(__file__))\n
 demo: $(STAMP)
 	$(BIN)/jaxcoder data prepare --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
-	$(BIN)/jaxcoder train --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
+	$(DEMO_DEVICES) $(BIN)/jaxcoder train --config=$(DEMO_CONFIG) --config.workdir=$(DEMO)
 	$(BIN)/jaxcoder export --config=$(DEMO_CONFIG) --checkpoint=$(DEMO)/checkpoints --out=$(DEMO)/hf \
-		--verify_prompt="$(PROMPT)"
+		--verify_prompt="$(PROMPT)" --verify_infill_prefix="$(INFILL_PREFIX)" --verify_infill_suffix="$(INFILL_SUFFIX)"
 	$(BIN)/jaxcoder generate --checkpoint=$(DEMO)/checkpoints --prompt="$(PROMPT)" --max_new_tokens=40
 	$(BIN)/jaxcoder eval --config=$(DEMO_CONFIG) --config.workdir=$(DEMO) --checkpoint=$(DEMO)/checkpoints
+	$(BIN)/jaxcoder eval --config=$(DEMO_CONFIG) --config.workdir=$(DEMO) --checkpoint=$(DEMO)/checkpoints --untrained
+	$(BIN)/jaxcoder report --config=$(DEMO_CONFIG) --config.workdir=$(DEMO) --title="jaxcoder demo"
+	@echo "report: $(DEMO)/report.md (loss curve: $(DEMO)/loss.png)"
 
-# CPU benchmarks, each printing a ratio against a reference measured in the same run.
+# CPU benchmarks, each printing a ratio against a reference measured in the same run; the
+# summary at the end gathers them into one table (device, versions and date in its header).
+BENCH_RECORD := ../runs/bench/ratios.jsonl
 bench: $(STAMP)
-	cd bench && ../$(BIN)/python data_pipeline.py --data_dir ../runs/bench/data
-	cd bench && ../$(BIN)/python dedup.py
-	cd bench && ../$(BIN)/python tokenizer.py --data_dir ../runs/bench/data
-	cd bench && ../$(BIN)/python train_step.py
+	mkdir -p runs/bench && rm -f runs/bench/ratios.jsonl
+	cd bench && export JAXCODER_BENCH_RECORD=$(BENCH_RECORD) && \
+		../$(BIN)/python data_pipeline.py --data_dir ../runs/bench/data && \
+		../$(BIN)/python dedup.py && \
+		../$(BIN)/python tokenizer.py --data_dir ../runs/bench/data && \
+		../$(BIN)/python train_step.py && \
+		../$(BIN)/python summary.py $(BENCH_RECORD)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

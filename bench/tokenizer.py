@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from _corpus import ensure_prepared, stdlib_texts
+from _record import record
 
 from jaxcoder.data.tokenizer import Tokenizer, save_hf_tokenizer
 
@@ -41,6 +42,7 @@ def main():
     print(f"{'tokenizer':34s} {'MB/s':>8s} {'tokens/s':>12s} {'ratio':>7s}")
     print(f"{'HF tokenizers, batch (reference)':34s} {mb / t_hf:8.2f} {n / t_hf:12,.0f} {1.0:7.2f}")
     print(f"{'sentencepiece, batch (jaxcoder)':34s} {mb / t_sp:8.2f} {n / t_sp:12,.0f} {t_hf / t_sp:7.2f}")
+    record("tokenizer", "batch encode", n / t_sp, n / t_hf, "tokens/s", "HF tokenizers")
 
 
 if __name__ == "__main__":

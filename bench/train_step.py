@@ -17,6 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _record import record
 
 from jaxcoder.export.hf_io import export_hf
 from jaxcoder.model import functional as F
@@ -113,6 +114,8 @@ def main():
     print(f"{'implementation':36s} {'tokens/s':>10s} {'ratio':>7s}")
     for name, tps in rows:
         print(f"{name:36s} {tps:10,.0f} {tps / ref:7.2f}")
+    if len(rows) > 1:
+        record("train step", "CPU training throughput", j_tps, ref, "tokens/s", "transformers + PyTorch")
     if args.device_peak_tflops:
         util = j_tps * cfg.flops_per_token(args.seq_len) / (args.device_peak_tflops * 1e12)
         print(f"jaxcoder MFU: {util:.1%} of {args.device_peak_tflops} TFLOP/s")

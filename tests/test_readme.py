@@ -39,7 +39,7 @@ def test_readme_command_blocks_run(tmp_path):
             command = command.replace("configs/demo.py", "configs/demo.py:smoke=1")
             proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                                   text=True, timeout=600)
-            assert proc.returncode == 0, f"README command failed: {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            assert proc.returncode == 0, f"README command failed: {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # noqa: E501
     demo = tmp_path / "runs" / "demo"
     check = json.loads((demo / "hf.check.json").read_text())
     assert check["architecture"] == "LlamaForCausalLM" and check["completion_matches_jaxcoder"]
