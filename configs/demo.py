@@ -35,6 +35,9 @@ def get_config(arg=None):
     c.data.sources.exclude = (*c.data.sources.exclude, "test", "tests", "idlelib", "lib2to3", "config-3*")
     c.data.heldout_fraction = 0.02
     c.data.fim.spm_rate = 0.0 if a.line == "deepseek" else 0.5  # DeepSeek-Coder trains PSM only
+    # Files are far longer than the 256-token rows: FIM each 128-token piece, so the sentinels and
+    # the middle they announce land in the same row (context-level FIM).
+    c.data.fim.max_tokens = 128
     # The headers dominate by size; weight toward Python, the language the demo prompts in.
     c.data.mixture = (("python", 0.6), ("c", 0.25), ("javascript", 0.1), ("perl", 0.05))
     c.train.steps = a.steps
@@ -42,13 +45,15 @@ def get_config(arg=None):
     c.train.seq_len = 256
     c.train.lr = 2e-3
     c.train.warmup_steps = 30
-    c.train.log_every = 25
+    c.train.log_every = 10
     c.train.eval_every = 100
     c.train.checkpoint_every = 100
     # The evaluation `make demo` ends with: every HumanEval problem greedily (a tiny model scores ~0,
-    # but the harness and sandbox run end to end), FIM exact match, held-out bits per byte.
+    # but the harness and sandbox run end to end), FIM exact match (HumanEval lines, held-out lines,
+    # held-out spans), held-out bits per byte; then the same for the untrained baseline.
     c.eval.humaneval.update(n_samples=1, temperature=0.0, max_new_tokens=128, ks=(1,))
-    c.eval.fim.update(limit=200, random_spans=100, max_new_tokens=48, max_context=512)
+    # Prompts no longer than the trained context (positions past it were never seen).
+    c.eval.fim.update(limit=200, heldout_lines=200, random_spans=100, max_new_tokens=48, max_context=256)
     c.eval.perplexity_batches = 5
     c.eval.seq_len = 256
     if a.smoke:
