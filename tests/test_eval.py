@@ -71,20 +71,39 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     cfg.workdir = str(tmp_path)
     cfg.eval.update(batch_size=8, seq_len=64, perplexity_batches=2)
     cfg.eval.humaneval.update(limit=3, n_samples=2, temperature=0.8, max_new_tokens=16, ks=(1, 2))
-    cfg.eval.fim.update(limit=10, random_spans=6, max_new_tokens=8, max_context=256)
+    cfg.eval.fim.update(limit=10, heldout_lines=5, random_spans=6, max_new_tokens=8, max_context=256)
     first = runner.run(cfg, str(checkpoint))
     assert first["step"] == 7 and first["perplexity"]["overall"]["bits_per_byte"] > 0
     assert set(first["humaneval"]) >= {"pass@1", "pass@2"} and first["humaneval"]["problems"] == 3
     assert first["fim_single_line"]["tasks"] == 10 and first["fim_random_span"]["tasks"] == 6
+    assert first["fim_heldout_line"]["tasks"] == 5
     samples = tmp_path / "eval" / "step_7" / "samples.jsonl"
     lines = samples.read_text().splitlines()
-    assert len(lines) == 3 * 2 * 2 + 10 + 6  # generations + executions, each stored once
+    assert len(lines) == 3 * 2 * 2 + 10 + 5 + 6  # generations + executions, each stored once
     second = runner.run(cfg, str(checkpoint))
     assert samples.read_text().splitlines() == lines  # nothing regenerated or re-executed
     drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert drop(second) == drop(first)
     assert json.loads((tmp_path / "eval" / "step_7" / "results.json").read_text())["step"] == 7
     print(runner.table(second))
+    cfg.eval.tasks = ("perplexity",)
+    base = runner.run(cfg, str(checkpoint), untrained=True)
+    assert base["untrained"] and base["step"] == 0
+    assert base["perplexity"]["overall"]["loss"] != first["perplexity"]["overall"]["loss"]  # other weights
+    assert (tmp_path / "eval" / "untrained" / "results.json").exists()
+
+
+def test_heldout_line_tasks_cut_whole_lines():
+    from jaxcoder.eval.infilling import heldout_line_tasks
+
+    docs = ["import os\n\ndef f(x):\n    return x + 1\n", "int main() {\n  return 0;\n}\n", "x" * 300 + "\n"]
+    tasks = heldout_line_tasks(docs, 20, seed=1)
+    assert len(tasks) == 6  # every non-blank line of at most 100 characters, once
+    for t in tasks:
+        assert t["prefix"] + t["middle"] + t["suffix"] in docs
+        assert "\n" not in t["middle"] and t["middle"].strip()
+        assert t["prefix"] == "" or t["prefix"].endswith("\n")
+        assert t["suffix"].startswith("\n")
 
 
 def test_unknown_task_is_named(prepared_data, checkpoint, tmp_path):
