@@ -89,7 +89,11 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     cfg.eval.tasks = ("perplexity",)
     base = runner.run(cfg, str(checkpoint), untrained=True)
     assert base["untrained"] and base["step"] == 0
-    assert base["perplexity"]["overall"]["loss"] != first["perplexity"]["overall"]["loss"]  # other weights
+    # The fixture saved the seed-0 initialisation, so the seed-0 baseline is those same weights...
+    assert base["perplexity"]["overall"]["loss"] == first["perplexity"]["overall"]["loss"]
+    cfg.seed = 1  # ...and another seed gives other fresh weights.
+    assert runner.run(cfg, str(checkpoint), untrained=True)["perplexity"]["overall"]["loss"] != base[
+        "perplexity"]["overall"]["loss"]
     assert (tmp_path / "eval" / "untrained" / "results.json").exists()
 
 
