@@ -94,7 +94,7 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     cfg.seed = 1  # ...and another seed gives other fresh weights.
     assert runner.run(cfg, str(checkpoint), untrained=True)["perplexity"]["overall"]["loss"] != base[
         "perplexity"]["overall"]["loss"]
-    assert (tmp_path / "eval" / "untrained" / "results.json").exists()
+    assert (tmp_path / "eval" / "untrained_seed0" / "results.json").exists()
 
 
 def test_heldout_line_tasks_cut_whole_lines():

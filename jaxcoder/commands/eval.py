@@ -15,7 +15,7 @@ from jaxcoder.commands import common
 from jaxcoder.eval import runner
 
 UNTRAINED = flags.DEFINE_bool("untrained", False, "Evaluate the checkpoint's architecture with freshly "
-                              "initialised weights instead (the baseline; results under eval/untrained).")
+                              "initialised weights instead (the baseline; results under eval/untrained_seed<seed>).")
 
 
 def main(argv):

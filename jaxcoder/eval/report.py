@@ -1,7 +1,7 @@
 """`jaxcoder report`: one Markdown page and a loss-curve PNG for a run directory.
 
 Reads what the other verbs leave in the workdir: `metrics.jsonl` (train), `eval/step_<N>/` and
-`eval/untrained/results.json` (eval, eval --untrained), the data manifest (data prepare) and
+`eval/untrained_seed<S>/` (eval, eval --untrained), the data manifest (data prepare) and
 `hf.check.json` (export --verify_prompt). Missing pieces are reported as not run, never invented.
 """
 
@@ -120,8 +120,8 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         lines.append("No training log (`metrics.jsonl`) found.")
 
     trained = _latest_eval(work / "eval")
-    untrained_path = work / "eval" / "untrained" / "results.json"
-    untrained = json.loads(untrained_path.read_text()) if untrained_path.exists() else None
+    baselines = sorted((work / "eval").glob("untrained_seed*/results.json"), key=lambda p: p.stat().st_mtime)
+    untrained = json.loads(baselines[-1].read_text()) if baselines else None
     lines += ["", "## Evaluation", ""]
     if trained or untrained:
         t, u = _metrics(trained), _metrics(untrained)
