@@ -103,7 +103,8 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
         raise ValueError("the checkpoint records no tokenizer; set --config.tokenizer.path")
     tok = Tokenizer(tok_path)
     layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout", cfg.tokenizer.layout)
-    out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / (f"untrained_seed{cfg.seed}" if untrained else f"step_{step}")
+    run_name = f"untrained_seed{cfg.seed}" if untrained else f"step_{step}"
+    out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / run_name
     store = SampleStore(out_dir / "samples.jsonl")
     results: dict = {"checkpoint": str(checkpoint), "step": 0 if untrained else step, "untrained": untrained,
                      "sandbox_isolation": isolation()}
