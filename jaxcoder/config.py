@@ -130,8 +130,10 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.eval.sandbox_workers = 2
     c.eval.humaneval = ml_collections.ConfigDict(dict(
         n_samples=1, temperature=0.0, top_p=0.95, max_new_tokens=512, limit=0, ks=(1, 10, 100), timeout_s=3.0))
+    # languages: held-out documents the held-out FIM tasks draw from (empty: all); mode: psm | spm
+    # (the prompt order; spm needs a model trained with data.fim.spm_rate > 0)
     c.eval.fim = ml_collections.ConfigDict(dict(max_new_tokens=64, limit=0, heldout_lines=200, random_spans=200,
-                                                max_context=1024))
+                                                max_context=1024, languages=(), mode="psm"))
 
     c.export = ml_collections.ConfigDict()
     c.export.architecture = "auto"  # auto | llama | starcoder2 | gpt_bigcode

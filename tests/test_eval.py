@@ -118,3 +118,46 @@ def test_unknown_task_is_named(prepared_data, checkpoint, tmp_path):
     cfg.eval.tasks = ("mbpp",)
     with pytest.raises(ValueError, match="eval.tasks: unknown task.*mbpp"):
         runner.run(cfg, str(checkpoint))
+
+
+def test_continuation_nll_is_the_targets_mean_log_likelihood():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxcoder.eval.perplexity import continuation_nll
+    from jaxcoder.model import functional as F
+    from jaxcoder.model.presets import preset
+
+    cfg = preset("deepseek-coder-tiny", vocab_size=64, dtype="float32")
+    params = F.init_params(cfg, 3)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(0, 64, n).tolist(), rng.integers(0, 64, m).tolist())
+             for n, m in ((5, 3), (40, 1), (9, 20))]
+    total, count = 0.0, 0
+    for prompt, target in pairs:  # one unpadded sequence at a time, by hand
+        seq = jnp.asarray([prompt + target])
+        logp = jax.nn.log_softmax(F.forward(cfg, params, seq)[0].astype(jnp.float32))
+        for j, tok in enumerate(target):
+            total -= float(logp[len(prompt) - 1 + j, tok])
+            count += 1
+    assert abs(continuation_nll(cfg, params, pairs, batch_size=2) - total / count) < 1e-5
+
+
+def test_fim_prompts_psm_and_spm_and_refusals():
+    from types import SimpleNamespace
+
+    from jaxcoder.data.fim import FimTokens
+    from jaxcoder.eval import infilling, runner
+
+    tok = SimpleNamespace(encode=lambda s: [ord(c) for c in s])
+    ids = FimTokens(prefix=1, suffix=2, middle=3)
+    pre, suf = [ord(c) for c in "abcdef"], [ord(c) for c in "uvwxyz"]
+    assert infilling.fim_prompt(tok, ids, "abcdef", "uvwxyz", 100) == [1, *pre, 2, *suf, 3]
+    assert infilling.fim_prompt(tok, ids, "abcdef", "uvwxyz", 100, spm=True) == [1, 2, *suf, 3, *pre]
+    # trimmed to 7 tokens: the prefix's end and the suffix's start survive
+    assert infilling.fim_prompt(tok, ids, "abcdef", "uvwxyz", 7) == [1, *pre[-2:], 2, *suf[:2], 3]
+    with pytest.raises(ValueError, match="deepseek FIM layout is PSM only"):
+        runner._fim_mode("spm", "deepseek")
+    with pytest.raises(ValueError, match="eval.fim.mode must be psm or spm"):
+        runner._fim_mode("mps", "starcoder")

@@ -62,15 +62,19 @@ def heldout_line_tasks(docs: list[str], n: int, seed: int = 0, max_line: int = 1
     return tasks
 
 
-def fim_prompt(tokenizer, ids: FimTokens, prefix: str, suffix: str, max_context: int) -> list[int]:
-    """PSM prompt `<prefix> pre <suffix> suf <middle>`, trimmed to max_context tokens (keeping the
-    prefix's end and the suffix's start, the parts nearest the hole)."""
+def fim_prompt(tokenizer, ids: FimTokens, prefix: str, suffix: str, max_context: int, spm: bool = False) -> list[int]:
+    """The infilling prompt, trimmed to max_context tokens (keeping the prefix's end and the
+    suffix's start, the parts nearest the hole). PSM: `<pre> prefix <suf> suffix <mid>`; SPM
+    (StarCoder's variant): `<pre> <suf> suffix <mid> prefix`, so the middle continues the prefix."""
     pre, suf = tokenizer.encode(prefix), tokenizer.encode(suffix)
     budget = max_context - 3
     keep_suf = min(len(suf), budget // 2)
     keep_pre = min(len(pre), budget - keep_suf)
     keep_suf = min(len(suf), budget - keep_pre)
-    return [ids.prefix, *pre[len(pre) - keep_pre:], ids.suffix, *suf[:keep_suf], ids.middle]
+    pre, suf = pre[len(pre) - keep_pre:], suf[:keep_suf]
+    if spm:
+        return [ids.prefix, ids.suffix, *suf, ids.middle, *pre]
+    return [ids.prefix, *pre, ids.suffix, *suf, ids.middle]
 
 
 def exact_match(generated: str, reference: str) -> bool:

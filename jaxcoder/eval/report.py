@@ -70,7 +70,11 @@ def _metrics(results: dict | None) -> dict[str, float]:
             out[f"HumanEval {k}"] = v
     for task in FIM_TASKS:
         if task in results:
-            out[f"{task} exact match ({results[task]['tasks']} tasks)"] = results[task]["exact_match"]
+            r = results[task]
+            mode = f", {r['mode'].upper()}" if "mode" in r else ""
+            out[f"{task} exact match ({r['tasks']} tasks{mode})"] = r["exact_match"]
+            if "middle_nll" in r:
+                out[f"{task}: true middle's NLL, teacher-forced (nats/token, lower is better)"] = r["middle_nll"]
     return out
 
 

@@ -151,21 +151,30 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                 items = infilling.single_line_tasks()[: f.limit or None]
                 stop = ("\n",)
             elif task == "fim_heldout_line":
-                items = infilling.heldout_line_tasks(_heldout_texts(cfg.data.prepared_dir, tok), f.heldout_lines,
-                                                     seed=cfg.seed)
+                items = infilling.heldout_line_tasks(_heldout_texts(cfg.data.prepared_dir, tok, f.languages),
+                                                     f.heldout_lines, seed=cfg.seed)
                 stop = ("\n",)
             else:
-                items = infilling.random_span_tasks(_heldout_texts(cfg.data.prepared_dir, tok), f.random_spans,
+                items = infilling.random_span_tasks(_heldout_texts(cfg.data.prepared_dir, tok, f.languages),
+                                                    f.random_spans,
                                                     seed=cfg.seed)
                 stop = ()
             s = SamplingConfig(max_new_tokens=f.max_new_tokens)
-            jobs = [(f"{task}/{it['id']}", infilling.fim_prompt(tok, fim_ids, it["prefix"], it["suffix"],
-                                                                  f.max_context)) for it in items]
+            spm = _fim_mode(f.mode, layout) == "spm"
+            # The mode is part of the key: PSM and SPM generations never stand in for each other.
+            jobs = [(f"{task}/{f.mode}/{it['id']}" if spm else f"{task}/{it['id']}",
+                     infilling.fim_prompt(tok, fim_ids, it["prefix"], it["suffix"], f.max_context, spm=spm))
+                    for it in items]
             _generate_missing(store, jobs, lambda t, stop=stop: truncate(decode(t), stop), e.batch_size, s,
                               f"{task}: generate", mcfg, params, (tok.eos_id,),
                               (lambda t, stop=stop: any(x in decode(t) for x in stop)) if stop else None, mesh)
             hits = [infilling.exact_match(store[k], it["middle"]) for (k, _), it in zip(jobs, items, strict=True)]
-            results[task] = {"tasks": len(items), "exact_match": float(np.mean(hits)) if hits else math.nan}
+            results[task] = {"tasks": len(items), "mode": f.mode,
+                             "exact_match": float(np.mean(hits)) if hits else math.nan}
+            if task == "fim_heldout_line" and items:  # also the true middle's likelihood, teacher-forced
+                results[task]["middle_nll"] = perplexity.continuation_nll(
+                    mcfg, params, [(p, tok.encode(it["middle"])) for (_, p), it in zip(jobs, items, strict=True)],
+                    e.batch_size)
     finally:
         store.close()
     results["seconds"] = round(time.perf_counter() - start, 1)
@@ -173,14 +182,28 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
     return results
 
 
-def _heldout_texts(data_dir: str, tok: Tokenizer) -> list[str]:
+def _fim_mode(mode: str, layout: str) -> str:
+    if mode not in ("psm", "spm"):
+        raise ValueError(f"eval.fim.mode must be psm or spm; got {mode!r}")
+    if mode == "spm" and layout == "deepseek":
+        raise ValueError("eval.fim.mode=spm: the deepseek FIM layout is PSM only (DeepSeek-Coder never trains SPM)")
+    return mode
+
+
+def _heldout_texts(data_dir: str, tok: Tokenizer, languages=()) -> list[str]:
+    """Decoded held-out documents, of the given languages only when any are named."""
     manifest = shards.load_manifest(data_dir)
+    held = manifest.get("heldout_shards", {})
+    unknown = sorted(set(languages) - set(held))
+    if unknown:
+        raise ValueError(f"eval.fim.languages: no held-out shards for {', '.join(unknown)} in {data_dir} "
+                         f"(held out: {', '.join(sorted(held))})")
     texts = []
-    for language in sorted(manifest.get("heldout_shards", {})):
+    for language in sorted(languages or held):
         for p in shards.shard_paths(data_dir, manifest, language, "heldout"):
             texts += [tok.decode(d.tolist()) for d in shards.read_shard(Path(p))]
     if not texts:
-        raise ValueError(f"{data_dir} has no held-out shards for fim_random_span (data.heldout_fraction was 0)")
+        raise ValueError(f"{data_dir} has no held-out shards for the held-out FIM tasks (data.heldout_fraction was 0)")
     return texts
 
 
@@ -201,5 +224,8 @@ def table(results: dict) -> str:
         if task in results:
             rows.append((f"{task} ({results[task]['tasks']} tasks)", "exact match",
                          f"{results[task]['exact_match']:.4f}"))
+            if "middle_nll" in results[task]:
+                rows.append((f"{task} ({results[task]['tasks']} tasks)", "middle NLL (nats/token)",
+                             f"{results[task]['middle_nll']:.4f}"))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows)
