@@ -93,15 +93,9 @@ def _dq_kernel(q_bounds_ref, kv_bounds_ref, q_ref, k_ref, v_ref, do_ref, lse_ref
 
 def backward(st: fc.Static, q, k, v, o, lse, do, q_seg_ids, kv_seg_ids):
     """dq, dk, dv for padded inputs in the kernel layout. Segment ids are [B, T] and [B, S]."""
-    if st.bhtd:
-        batch, heads, q_len, head_dim = q.shape
-        kv_heads, kv_len = k.shape[1], k.shape[2]
-        delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)[..., None]
-    else:
-        batch, q_len, heads, head_dim = q.shape
-        kv_len, kv_heads = k.shape[1], k.shape[2]
-        delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
-        delta = delta.transpose(0, 2, 1)[..., None]
+    batch, heads, q_len, head_dim, kv_heads, kv_len = fc.dims(st, q, k)
+    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)  # [B, H, T] or [B, T, H]
+    delta = (delta if st.bhtd else delta.transpose(0, 2, 1))[..., None]  # stored like lse: [B, H, T, 1]
     group = heads // kv_heads
     blocks = st.blocks
     q_seg, kv_seg = q_seg_ids[:, :, None], kv_seg_ids[:, None, :]

@@ -41,6 +41,17 @@ class Static:
         return self.platform == "tpu"
 
 
+def dims(st: Static, q, k) -> tuple[int, int, int, int, int, int]:
+    """(batch, heads, q_len, head_dim, kv_heads, kv_len) of arrays in the kernel layout."""
+    if st.bhtd:
+        batch, heads, q_len, head_dim = q.shape
+        kv_heads, kv_len = k.shape[1], k.shape[2]
+    else:
+        batch, q_len, heads, head_dim = q.shape
+        kv_len, kv_heads = k.shape[1], k.shape[2]
+    return batch, heads, q_len, head_dim, kv_heads, kv_len
+
+
 def allowed(st: Static, q_pos: jax.Array, kv_pos: jax.Array, q_seg: jax.Array,
             kv_seg: jax.Array) -> jax.Array:
     """[bq, bk] boolean: q_pos/q_seg are [bq, 1] columns, kv_pos/kv_seg [1, bk] rows."""

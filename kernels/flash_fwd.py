@@ -54,12 +54,7 @@ def _kernel(q_bounds_ref, kv_bounds_ref, q_ref, k_ref, v_ref, q_seg_ref, kv_seg_
 def forward(st: fc.Static, q, k, v, q_seg_ids, kv_seg_ids):
     """q [B, T, H, D] (or [B, H, T, D] on TPU), k/v with KV heads, padded to whole blocks;
     segment ids [B, T] and [B, S]. Returns (out, lse [B, H, T, 1] float32)."""
-    if st.bhtd:
-        batch, heads, q_len, head_dim = q.shape
-        kv_heads, kv_len = k.shape[1], k.shape[2]
-    else:
-        batch, q_len, heads, head_dim = q.shape
-        kv_len, kv_heads = k.shape[1], k.shape[2]
+    batch, heads, q_len, head_dim, kv_heads, kv_len = fc.dims(st, q, k)
     bq, bk = st.blocks.block_q, st.blocks.block_kv
     group = heads // kv_heads
     num_q, num_kv = q_len // bq, kv_len // bk

@@ -17,7 +17,7 @@ from absl import flags
 
 from jaxcoder.commands import common
 from jaxcoder.export.hf_io import export_hf
-from jaxcoder.train.checkpoint import load_params
+from jaxcoder.train.checkpoint import load_params, recorded_layout
 
 ARCH = flags.DEFINE_string("architecture", None, "llama | starcoder2 | gpt_bigcode | auto (default: "
                            "export.architecture of --config, else auto).")
@@ -57,8 +57,7 @@ def main(argv):
         infill = None
         if INFILL_PREFIX.value is not None:
             infill = tuple(codecs.decode(v, "unicode_escape") for v in (INFILL_PREFIX.value, INFILL_SUFFIX.value))
-        layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout") or (
-            run.tokenizer.layout if run is not None else None)
+        layout = recorded_layout(meta) or (run.tokenizer.layout if run is not None else None)
         check = verify_export(out, cfg, params, VERIFY.value, NEW_TOKENS.value, infill=infill, layout=layout)
         check_path = out.with_name(out.name + ".check.json")
         check_path.write_text(json.dumps({"step": meta.get("step"), **check}, indent=2))

@@ -50,13 +50,20 @@ class FimTokens:
     suffix: int
     middle: int
 
-    @classmethod
-    def from_tokenizer(cls, tokenizer, layout: str) -> FimTokens:
+    @staticmethod
+    def strings(layout: str) -> tuple[str, str, str]:
+        """The (prefix, suffix, middle) sentinel strings of a tokenizer layout."""
         if layout == "deepseek":
             begin, hole, end = DEEPSEEK_TOKENS
-            return cls(tokenizer.token_id(begin), tokenizer.token_id(hole), tokenizer.token_id(end))
+            return begin, hole, end
         prefix, middle, suffix = STARCODER_TOKENS[:3]
-        return cls(tokenizer.token_id(prefix), tokenizer.token_id(suffix), tokenizer.token_id(middle))
+        return prefix, suffix, middle
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, layout: str) -> FimTokens:
+        """Ids from anything with `token_id(str)` (ours) or `convert_tokens_to_ids(str)` (Hugging Face)."""
+        lookup = getattr(tokenizer, "token_id", None) or tokenizer.convert_tokens_to_ids
+        return cls(*(lookup(t) for t in cls.strings(layout)))
 
 
 def split_points(n_chars: int, rng: np.random.Generator) -> tuple[int, int]:

@@ -25,7 +25,8 @@ from jaxcoder.data.tokenizer import Tokenizer
 from jaxcoder.eval import humaneval, infilling, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, place, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, isolation, run_many
-from jaxcoder.train.checkpoint import load_params
+from jaxcoder.model.config import ModelConfig
+from jaxcoder.train.checkpoint import load_params, read_meta, recorded_layout
 
 TASKS = ("perplexity", "humaneval", "fim_single_line", "fim_heldout_line", "fim_random_span")
 FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span")
@@ -80,12 +81,15 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
         untrained: bool = False) -> dict:
     """Evaluates `checkpoint` (latest step unless `step`). With `untrained`, the same architecture
     and tokenizer with freshly initialised weights: the baseline a trained model must beat."""
-    mcfg, params, meta = load_params(checkpoint, step)
-    step = int(meta.get("step", 0))
-    if untrained:
+    if untrained:  # the architecture and tokenizer from the metadata; the saved arrays are not read
         from jaxcoder.model import functional as F
 
+        step, meta = read_meta(checkpoint, step)
+        mcfg = ModelConfig.from_dict(meta["model"])
         params = jax.device_get(F.init_params(mcfg, cfg.seed))
+    else:
+        mcfg, params, meta = load_params(checkpoint, step)
+    step = int(meta.get("step", 0))
     mesh = None
     if jax.device_count() > 1:  # generate sharded over every device, by the run's mesh and rules
         from jaxcoder import config as run_config
@@ -102,7 +106,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
     if not tok_path:
         raise ValueError("the checkpoint records no tokenizer; set --config.tokenizer.path")
     tok = Tokenizer(tok_path)
-    layout = (meta.get("config", {}).get("tokenizer", {}) or {}).get("layout", cfg.tokenizer.layout)
+    layout = recorded_layout(meta) or cfg.tokenizer.layout
     run_name = f"untrained_seed{cfg.seed}" if untrained else f"step_{step}"
     out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / run_name
     store = SampleStore(out_dir / "samples.jsonl")
@@ -143,6 +147,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                                     **humaneval.mean_pass_at_k(correct, tuple(h.ks))}
 
         fim_ids = FimTokens.from_tokenizer(tok, layout) if set(FIM_TASKS) & set(tasks) else None
+        heldout: list[str] = []  # decoded once, for both held-out tasks
         for task in FIM_TASKS:
             if task not in tasks:
                 continue
@@ -150,15 +155,14 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
             if task == "fim_single_line":
                 items = infilling.single_line_tasks()[: f.limit or None]
                 stop = ("\n",)
-            elif task == "fim_heldout_line":
-                items = infilling.heldout_line_tasks(_heldout_texts(cfg.data.prepared_dir, tok, f.languages),
-                                                     f.heldout_lines, seed=cfg.seed)
-                stop = ("\n",)
             else:
-                items = infilling.random_span_tasks(_heldout_texts(cfg.data.prepared_dir, tok, f.languages),
-                                                    f.random_spans,
-                                                    seed=cfg.seed)
-                stop = ()
+                heldout = heldout or _heldout_texts(cfg.data.prepared_dir, tok, f.languages)
+                if task == "fim_heldout_line":
+                    items = infilling.heldout_line_tasks(heldout, f.heldout_lines, seed=cfg.seed)
+                    stop = ("\n",)
+                else:
+                    items = infilling.random_span_tasks(heldout, f.random_spans, seed=cfg.seed)
+                    stop = ()
             s = SamplingConfig(max_new_tokens=f.max_new_tokens)
             spm = _fim_mode(f.mode, layout) == "spm"
             # The mode is part of the key: PSM and SPM generations never stand in for each other.

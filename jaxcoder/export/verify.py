@@ -5,18 +5,12 @@ greedy decoding of the same prompt."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from jaxcoder.data.tokenizer import TOKEN_LAYOUTS
-
-
-def fim_sentinels(layout: str) -> tuple[str, str, str]:
-    """(prefix, suffix, middle) sentinel strings of a tokenizer layout, in PSM prompt order."""
-    tokens = TOKEN_LAYOUTS[layout]
-    if layout == "deepseek":
-        return tokens[0], tokens[1], tokens[2]  # begin, hole, end
-    return tokens[0], tokens[2], tokens[1]  # <fim_prefix>, <fim_suffix>, <fim_middle>
+from jaxcoder.data.fim import FimTokens
+from jaxcoder.eval.infilling import fim_prompt
 
 
 def _greedy_both(model, cfg, params, ids: list[int], eos_id: int, pad_id: int, max_new_tokens: int):
@@ -66,10 +60,10 @@ def verify_export(hf_dir: str | Path, cfg, params, prompt: str, max_new_tokens: 
     if infill is not None:
         if layout is None:
             raise ValueError("an infill check needs the tokenizer layout (starcoder or deepseek)")
-        pre_tok, suf_tok, mid_tok = (tok.convert_tokens_to_ids(t) for t in fim_sentinels(layout))
         prefix, suffix = infill
-        fim_ids = [pre_tok, *tok(prefix, add_special_tokens=False)["input_ids"], suf_tok,
-                   *tok(suffix, add_special_tokens=False)["input_ids"], mid_tok]
+        plain = SimpleNamespace(encode=lambda text: tok(text, add_special_tokens=False)["input_ids"])
+        fim_ids = fim_prompt(plain, FimTokens.from_tokenizer(tok, layout), prefix, suffix,
+                             max_context=model.config.max_position_embeddings - max_new_tokens)
         hf, ours = _greedy_both(model, cfg, params, fim_ids, tok.eos_token_id, tok.pad_token_id, max_new_tokens)
         middle = tok.decode(hf, skip_special_tokens=True)
         print(f"transformers infill ({'same tokens as' if hf == ours else 'DIFFERS from'} jaxcoder's), "

@@ -98,6 +98,11 @@ def read_meta(directory: str | os.PathLike, step: int | None = None) -> tuple[in
     return step, ckpt.meta(step)
 
 
+def recorded_layout(meta: dict) -> str | None:
+    """The tokenizer layout (FIM token set) a checkpoint's run config recorded, if any."""
+    return ((meta.get("config") or {}).get("tokenizer") or {}).get("layout")
+
+
 def load_params(directory: str | os.PathLike, step: int | None = None) -> tuple[ModelConfig, dict, dict]:
     """(model config, params, meta) from a checkpoint, restored onto the default device."""
     from jaxcoder.model.functional import abstract_params

@@ -60,8 +60,7 @@ class _Preemption:
 def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha256: str):
     """Parameters of another checkpoint (e.g. an imported Hugging Face model) as the starting point
     of this run, restored straight onto this run's shardings; the model configs must agree."""
-    import hashlib
-
+    from jaxcoder.data.tokenizer import Tokenizer
     from jaxcoder.train.checkpoint import read_meta
 
     step, meta = read_meta(directory)
@@ -74,7 +73,7 @@ def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha25
         raise ValueError(f"train.init_from={directory}: model fields differ from the checkpoint's: " + ", ".join(
             f"model.{k}={ours.get(k)!r} (checkpoint: {theirs.get(k)!r})" for k in differ))
     tok = meta.get("tokenizer_path")
-    if tok and Path(tok).exists() and hashlib.sha256(Path(tok).read_bytes()).hexdigest() != tokenizer_sha256:
+    if tok and Path(tok).exists() and Tokenizer(tok).sha256() != tokenizer_sha256:
         raise ValueError(f"train.init_from={directory} uses tokenizer {tok}, but the prepared data was tokenized "
                          f"with another; prepare the data with --config.tokenizer.path={tok}")
     params_t, _ = shard_lib.abstract_state(mcfg, optimizer, sh)
