@@ -34,6 +34,9 @@ def get_config(arg=None):
     c.data.sources.repo_dirs = tuple(d for d in _EXTRA_REPOS if os.path.isdir(d))
     c.data.sources.exclude = (*c.data.sources.exclude, "test", "tests", "idlelib", "lib2to3", "config-3*")
     c.data.heldout_fraction = 0.02
+    # Whole repositories reach 4M tokens here; pieces of 16 rows keep the 400 demo steps from
+    # spending themselves on a handful of files.
+    c.data.max_sample_tokens = 4096
     c.data.fim.spm_rate = 0.0 if a.line == "deepseek" else 0.5  # DeepSeek-Coder trains PSM only
     # Files are far longer than the 256-token rows: FIM each 128-token piece, so the sentinels and
     # the middle they announce land in the same row (context-level FIM).

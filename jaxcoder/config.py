@@ -67,10 +67,16 @@ def base_config(preset: str = "deepseek-coder-tiny") -> ml_collections.ConfigDic
     c.data.repo_format = "path_comment"  # path_comment (DeepSeek-Coder) | starcoder2
     c.data.heldout_fraction = 0.01
     c.data.tokens_per_shard = 4_000_000
+    # Longer samples are stored as consecutive pieces cut at line ends (jaxcoder/data/shards.py)
+    c.data.max_sample_tokens = 65536
     c.data.prepare_workers = 0  # 0 = one per core
     c.data.mixture = ()  # ((language, weight), ...); empty = proportional to tokens
     # layout: tokenizer.layout; max_tokens 0 = FIM per whole document (see jaxcoder/data/fim.py)
-    c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5, "max_tokens": 0})
+    # line_rate: share of FIM documents whose middle is whole lines (0 = character spans only)
+    c.data.fim = ml_collections.ConfigDict({"rate": 0.5, "spm_rate": 0.5, "max_tokens": 0, "line_rate": 0.0})
+    # Packed rows are shuffled in windows of this many rows before batching (0 = off: a batch is
+    # then consecutive rows, mostly of one long document)
+    c.data.shuffle_rows = 256
     c.data.loader_workers = 0  # Grain worker processes (0 = in the training process)
     # Independent loader streams that make up the global batch; processes split them. A fixed
     # number keeps the data identical whatever the process count (0 = one per process).
@@ -196,7 +202,8 @@ def prepare_config(cfg: ml_collections.ConfigDict):
         pii=d.pii, decontamination=DecontamConfig(**decontam), repo_level=d.repo_level,
         repo_format=d.repo_format, tokenizer_path=cfg.tokenizer.path, tokenizer_vocab_size=cfg.tokenizer.vocab_size,
         tokenizer_layout=cfg.tokenizer.layout, tokenizer_train_docs=cfg.tokenizer.train_docs,
-        tokens_per_shard=d.tokens_per_shard, heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
+        tokens_per_shard=d.tokens_per_shard, max_sample_tokens=d.max_sample_tokens,
+        heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
 
 
 def mesh_rules(cfg: ml_collections.ConfigDict):
@@ -209,11 +216,11 @@ def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = Non
     from jaxcoder.data.pipeline import PipelineConfig
 
     fim = FimConfig(rate=cfg.data.fim.rate, spm_rate=cfg.data.fim.spm_rate, layout=cfg.tokenizer.layout,
-                    max_tokens=cfg.data.fim.max_tokens)
+                    max_tokens=cfg.data.fim.max_tokens, line_rate=cfg.data.fim.line_rate)
     return PipelineConfig(data_dir=cfg.data.prepared_dir, seq_len=cfg.train.seq_len,
                           batch_size=batch_size or cfg.train.batch_size, seed=cfg.seed,
                           mixture=tuple((str(k), float(v)) for k, v in cfg.data.mixture), fim=fim,
-                          num_workers=cfg.data.loader_workers)
+                          num_workers=cfg.data.loader_workers, shuffle_rows=cfg.data.shuffle_rows)
 
 
 def pipeline_parallel_config(cfg: ml_collections.ConfigDict, stages: int):

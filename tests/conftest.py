@@ -27,5 +27,6 @@ def prepared_data(tmp_path_factory):
     stdlib = sysconfig.get_paths()["stdlib"]
     out = tmp_path_factory.mktemp("prepared") / "data"
     cfg = PrepareConfig(out_dir=str(out), repo_dirs=(f"{stdlib}/json", f"{stdlib}/email", f"{stdlib}/http"),
-                        tokenizer_vocab_size=1024, heldout_fraction=0.2, num_workers=1, tokens_per_shard=50_000)
+                        tokenizer_vocab_size=1024, heldout_fraction=0.2, num_workers=1, tokens_per_shard=50_000,
+                        max_sample_tokens=4096)
     return cfg, prepare(cfg, progress=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxcoder.data.fim import FimConfig, FimTokens, layout_tokens, permute, split_points
+from jaxcoder.data.fim import FimConfig, FimTokens, layout_tokens, line_span, permute, split_points
 
 
 class CharTokenizer:
@@ -137,3 +137,88 @@ def test_layout_helper_matches_docstring():
     f = FimTokens(prefix=1, suffix=3, middle=2)
     assert layout_tokens([7], [8], [9], f, spm=False) == [1, 7, 3, 9, 2, 8]
     assert layout_tokens([7], [8], [9], f, spm=True) == [1, 3, 9, 2, 7, 8]
+
+
+def test_line_spans_are_whole_lines_like_the_line_infilling_benchmarks():
+    text = "a = 1\nif a:\n    b = 2\n\nprint(b)\n"
+    lines = text.split("\n")[:-1]
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(2000):
+        lo, hi = line_span(text, rng)
+        assert lo == 0 or text[lo - 1] == "\n"  # starts at a line start
+        assert text[hi] == "\n"  # ends before a newline: the suffix starts with it, as in the benchmarks
+        seen.add(text[lo:hi])
+    singles = {m for m in seen if "\n" not in m}
+    assert singles == set(lines)  # every line, the empty one included, is a single-line middle
+    assert "if a:\n    b = 2" in seen and text[:-1] in seen  # and multi-line middles up to all of it
+    assert line_span("", rng) == (0, 0) and line_span("no newline", rng) == (0, 10)
+
+
+def test_line_rate_mixes_line_and_character_spans():
+    """line_rate=0 keeps the character-level random stream unchanged; line_rate=1 only line spans."""
+    doc = np.asarray(ids("def f(x):\n    y = x + 1\n    return y\n"), np.int32)
+    fim_ids = FimTokens.from_tokenizer(TOK, "starcoder")
+
+    def middles(line_rate, seed=3):
+        rng = np.random.default_rng(seed)
+        cfg = FimConfig(rate=1.0, spm_rate=0.0, line_rate=line_rate)
+        outs = [permute(doc, rng, TOK, cfg, fim_ids).tolist() for _ in range(300)]
+        return [TOK.decode(o[o.index(fim_ids.middle) + 1:]) for o in outs]
+
+    rng = np.random.default_rng(3)
+    char_only = []
+    for _ in range(300):  # the pre-line_rate draws: rate, the two cut points, spm
+        rng.random()
+        lo, hi = split_points(len(TOK.decode(doc.tolist())), rng)
+        rng.random()
+        char_only.append(TOK.decode(doc.tolist())[lo:hi])
+    assert middles(0.0) == char_only
+    text = TOK.decode(doc.tolist())
+    line_middles = middles(1.0)
+    assert all((text.index(m) == 0 or text[text.index(m) - 1] == "\n") and text[text.index(m) + len(m)] == "\n"
+               for m in line_middles if m)
+    with pytest.raises(ValueError, match="line_rate must be in"):
+        FimConfig(line_rate=1.5)
+
+
+def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
+    """data.fim.max_tokens: pieces cut at line ends, each FIM-transformed on its own, EOS after
+    every transformed piece but the document's last; the pieces rejoin to the document."""
+    import sysconfig
+    from pathlib import Path
+
+    from jaxcoder.data.tokenizer import Tokenizer
+
+    cfg, _ = prepared_data
+    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py").read_text()
+    doc = np.asarray(tok.encode(text), np.int32)
+    rng = np.random.default_rng(0)
+    for rate in (1.0, 0.5):
+        out = permute(doc, rng, tok, FimConfig(rate=rate, spm_rate=0.0, max_tokens=64), fim_ids,
+                      end_id=tok.eos_id).tolist()
+        chunks = [[]]  # split at EOS: plain pieces run together, each transformed piece ends a chunk
+        for t in out:
+            chunks.append([]) if t == tok.eos_id else chunks[-1].append(t)
+        rebuilt, transformed = [], []
+        for c in chunks:
+            assert c.count(fim_ids.prefix) <= 1 and (fim_ids.prefix not in c or chunks[-1] is c or
+                                                      fim_ids.middle in c)
+            if fim_ids.prefix in c:
+                i, si, mi = c.index(fim_ids.prefix), c.index(fim_ids.suffix), c.index(fim_ids.middle)
+                piece = tok.decode(c[i + 1:si]) + tok.decode(c[mi + 1:]) + tok.decode(c[si + 1:mi])
+                rebuilt += [tok.decode(c[:i]), piece]
+                transformed.append(piece)
+            else:
+                rebuilt.append(tok.decode(c))
+                assert c is chunks[-1]  # a chunk without FIM can only be the plain tail
+        assert "".join(rebuilt) == text
+        if rate == 1.0:  # every piece transformed: one chunk each, at most 64 tokens + 3 sentinels
+            assert len(transformed) == len(chunks) >= len(doc) // 64
+            assert all(len(c) <= 64 + 3 + 4 for c in chunks)  # + re-tokenization at the two cuts
+            # Cut at line ends (a hard cut only where a piece's second half has none; see shards.split_record).
+            assert sum(p.endswith("\n") for p in transformed[:-1]) >= 0.9 * (len(transformed) - 1)
+        else:
+            assert 0 < len(transformed) < len(doc) // 32

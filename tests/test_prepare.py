@@ -173,17 +173,35 @@ def test_packed_rows_keep_documents_apart(prepared_data):
                        and e + 1 < len(seg) and b["targets"][row][e] != EOS_ID)
 
 
-def test_resumed_iterator_yields_the_same_batches(prepared_data):
-    ds = pipeline.build(_pcfg(prepared_data))
+@pytest.mark.parametrize("shuffle_rows", [0, 16])
+def test_resumed_iterator_yields_the_same_batches(prepared_data, shuffle_rows):
+    ds = pipeline.build(_pcfg(prepared_data, shuffle_rows=shuffle_rows))
     it = iter(ds)
     for _ in range(7):
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(5)]
-    resumed = iter(pipeline.build(_pcfg(prepared_data)))
+    resumed = iter(pipeline.build(_pcfg(prepared_data, shuffle_rows=shuffle_rows)))
     resumed.set_state(state)
     for a, b in zip(expected, (next(resumed) for _ in range(5)), strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_stream_set_state_survives_json_at_every_step(prepared_data):
+    """StreamSet states go through JSON (Grain's Orbax handler); restoring any of them, including
+    those taken inside the first shuffle window (packing state with no remainder), resumes exactly."""
+    p = _pcfg(prepared_data, shuffle_rows=8)
+    it = pipeline.StreamSet(p, 2)
+    states, batches = [], []
+    for _ in range(8):
+        states.append(it.get_state())
+        batches.append(next(it))
+    for k in range(8):
+        resumed = pipeline.StreamSet(p, 2)
+        resumed.set_state(states[k])
+        for j in range(k, min(k + 3, 8)):
+            b = next(resumed)
+            assert all(np.array_equal(b[x], batches[j][x]) for x in b), (k, j)
 
 
 def test_hosts_read_disjoint_shares(prepared_data):
@@ -218,3 +236,58 @@ def test_heldout_batches_are_deterministic(prepared_data):
     a = [b["inputs"] for _, b in zip(range(3), pipeline.heldout(p), strict=False)]
     b = [b["inputs"] for _, b in zip(range(3), pipeline.heldout(p), strict=False)]
     assert a and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_long_samples_are_stored_in_line_aligned_pieces(prepared_data):
+    from jaxcoder.data.tokenizer import Tokenizer
+
+    cfg, m = prepared_data
+    assert m["counts"]["samples_split"] > 0  # whole packages in dependency order outgrow 4096 tokens
+    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    records = [d for lang in m["shards"] for p in shards.shard_paths(cfg.out_dir, m, lang)
+               for d in shards.read_shard(Path(p))]
+    assert max(len(r) for r in records) <= cfg.max_sample_tokens
+    assert sum(len(r) for r in records) == m["total_tokens"]
+    full = [r for r in records if len(r) > cfg.max_sample_tokens // 2]
+    assert full and all(tok.decode(r.tolist()).endswith("\n") for r in full)  # cut after a line
+
+
+def test_split_record_cuts_at_line_ends_and_keeps_every_token():
+    line_ends = np.zeros(100, bool)
+    line_ends[7] = True  # token 7 ends a line
+    ids = np.asarray(([1] * 5 + [7]) * 10 + [2] * 30, np.int32)  # lines of 6 tokens, then one of 30
+    pieces = shards.split_record(ids, 20, line_ends)
+    assert np.array_equal(np.concatenate(pieces), ids)
+    assert all(len(p) <= 20 for p in pieces)
+    assert [len(p) for p in pieces[:3]] == [18, 18, 18]  # the last line end within reach
+    assert [len(p) for p in pieces[3:]] == [20, 16]  # line end 60 is not in 54..74's second half: hard cut
+    assert shards.split_record(ids, 0, line_ends)[0] is ids and len(shards.split_record(ids, 90, line_ends)) == 1
+
+
+def test_mixture_weights_are_token_shares(prepared_data, tmp_path):
+    """Languages whose records differ 10x in length still get the configured share of tokens."""
+    cfg, _ = prepared_data
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    # Token 10 marks language a (short records), token 20 language b (long ones).
+    docs = {"a": [np.full(int(rng.integers(20, 60)), 10, np.int32) for _ in range(300)],
+            "b": [np.full(int(rng.integers(200, 600)), 20, np.int32) for _ in range(300)]}
+    manifest = {"shards": {}, "tokens": {}, "documents": {}, "total_tokens": 0,
+                "tokenizer": {"path": "tokenizer.model", "layout": "starcoder"}}
+    for lang, ds in docs.items():
+        shards.write_shard(data / lang / "s.array_record", ds)
+        n = int(sum(len(d) for d in ds))
+        manifest["shards"][lang] = [{"path": f"{lang}/s.array_record", "records": len(ds), "tokens": n}]
+        manifest["tokens"][lang], manifest["documents"][lang] = n, len(ds)
+        manifest["total_tokens"] += n
+    (data / "tokenizer.model").write_bytes((Path(cfg.out_dir) / "tokenizer.model").read_bytes())
+    (data / shards.MANIFEST).write_text(json.dumps(manifest))
+    for share_a in (0.5, 0.8):
+        p = pipeline.PipelineConfig(data_dir=str(data), seq_len=256, batch_size=8, fim=FimConfig(rate=0.0),
+                                    mixture=(("a", share_a), ("b", 1 - share_a)), shuffle_rows=32)
+        it = iter(pipeline.build(p))
+        counts = np.zeros(2)
+        for _ in range(150):
+            x = next(it)["inputs"]
+            counts += [(x == 10).sum(), (x == 20).sum()]
+        assert abs(counts[0] / counts.sum() - share_a) < 0.05, (share_a, counts)

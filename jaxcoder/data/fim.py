@@ -2,7 +2,10 @@
 
 Per document, with probability `fim_rate`: detokenize, pick two uniform character positions
 (sorted; any part may be empty), re-tokenize prefix, middle and suffix separately, and lay them
-out as PSM or, with probability `fim_spm_rate`, SPM (BigCode's "variant 2"). The token layouts:
+out as PSM or, with probability `fim_spm_rate`, SPM (BigCode's "variant 2"). With probability
+`line_rate` the span is whole lines instead (Bavarian et al. 2022's line-level spans): the middle
+runs from the start of one line to the end of the same or a later line, without its last newline,
+as in the single-line and multi-line infilling benchmarks. The token layouts:
 
 StarCoder line  PSM  <fim_prefix> pre <fim_suffix> suf <fim_middle> mid
                 SPM  <fim_prefix> <fim_suffix> suf <fim_middle> pre mid
@@ -17,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxcoder.data.shards import split_record
 from jaxcoder.data.tokenizer import DEEPSEEK_TOKENS, STARCODER_TOKENS
 
 
@@ -26,14 +30,17 @@ class FimConfig:
     spm_rate: float = 0.5
     layout: str = "starcoder"  # starcoder | deepseek
     # 0: FIM per whole document (StarCoder, DeepSeek-Coder). N > 0: documents are cut into pieces
-    # of at most N tokens, each transformed on its own ("context-level" FIM, Bavarian et al. 2022),
-    # so that sentinels and middle share a training row when documents outgrow the context.
+    # of at most N tokens (at line ends), each transformed on its own ("context-level" FIM,
+    # Bavarian et al. 2022) and ended by EOS, so that sentinels and middle share a training row
+    # when documents outgrow the context.
     max_tokens: int = 0
+    # Share of FIM documents whose middle is whole lines rather than a random character span.
+    line_rate: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 <= self.rate <= 1.0 or not 0.0 <= self.spm_rate <= 1.0:
-            raise ValueError(f"data.fim.rate and data.fim.spm_rate must be in [0, 1]; got {self.rate}, "
-                             f"{self.spm_rate}")
+        for name in ("rate", "spm_rate", "line_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.fim.{name} must be in [0, 1]; got {getattr(self, name)}")
         if self.layout not in ("starcoder", "deepseek"):
             raise ValueError(f"data.fim.layout must be starcoder or deepseek, got {self.layout!r}")
         if self.max_tokens < 0:
@@ -72,26 +79,47 @@ def split_points(n_chars: int, rng: np.random.Generator) -> tuple[int, int]:
     return (int(a), int(b)) if a <= b else (int(b), int(a))
 
 
+def line_span(text: str, rng: np.random.Generator) -> tuple[int, int]:
+    """A line-level middle: the start of a uniform line i and the end (before its newline) of a
+    uniform line j >= i."""
+    starts = [0, *(i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text))]
+    i, j = sorted(int(x) for x in rng.integers(0, len(starts), size=2))
+    end = text.find("\n", starts[j])
+    return starts[i], len(text) if end < 0 else end
+
+
 def layout_tokens(pre: list[int], mid: list[int], suf: list[int], ids: FimTokens, spm: bool) -> list[int]:
     if spm:
         return [ids.prefix, ids.suffix, *suf, ids.middle, *pre, *mid]
     return [ids.prefix, *pre, ids.suffix, *suf, ids.middle, *mid]
 
 
-def permute(tokens: np.ndarray, rng: np.random.Generator, tokenizer, cfg: FimConfig, ids: FimTokens) -> np.ndarray:
+def permute(tokens: np.ndarray, rng: np.random.Generator, tokenizer, cfg: FimConfig, ids: FimTokens,
+            end_id: int | None = None) -> np.ndarray:
     """One document's tokens, FIM-transformed with probability cfg.rate (else returned as is);
-    with cfg.max_tokens, each piece of at most that many tokens separately.
+    with cfg.max_tokens, each piece of at most that many tokens (cut at line ends where the
+    tokenizer tells them) separately. A transformed piece that is not the document's last is
+    followed by `end_id` (EOS): the end of the document marks where a middle stops in
+    whole-document FIM, so the pieces mark it too, and a model learns to stop infilling.
 
     The parts are exactly what tokenizing prefix, middle and suffix separately gives; when the
     tokenizer offers `split_encode` only the words around the two cuts are re-tokenized."""
     if cfg.max_tokens and len(tokens) > cfg.max_tokens:
-        pieces = [tokens[i:i + cfg.max_tokens] for i in range(0, len(tokens), cfg.max_tokens)]
+        line_ends = tokenizer.line_ends() if hasattr(tokenizer, "line_ends") else np.zeros(tokens.max() + 1, bool)
+        pieces = split_record(tokens, cfg.max_tokens, line_ends)
         whole = dataclasses.replace(cfg, max_tokens=0)
-        return np.concatenate([permute(p, rng, tokenizer, whole, ids) for p in pieces])
+        out = []
+        for k, piece in enumerate(pieces):
+            out.append(permute(piece, rng, tokenizer, whole, ids))
+            if end_id is not None and out[-1] is not piece and k < len(pieces) - 1:
+                out.append(np.asarray([end_id], np.int32))
+        return np.concatenate(out)
     if cfg.rate <= 0 or rng.random() >= cfg.rate:
         return tokens
     text = tokenizer.decode(tokens.tolist())
-    lo, hi = split_points(len(text), rng)
+    # Drawn only when line spans are on, so char-level runs keep their random stream.
+    lines = cfg.line_rate > 0 and rng.random() < cfg.line_rate
+    lo, hi = line_span(text, rng) if lines else split_points(len(text), rng)
     spm = rng.random() < cfg.spm_rate
     if hasattr(tokenizer, "split_encode"):
         pre, mid, suf = tokenizer.split_encode(tokens, text, (lo, hi))

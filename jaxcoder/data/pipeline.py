@@ -1,10 +1,13 @@
 """The Grain training pipeline: prepared shards -> mixture -> FIM -> packing -> batches.
 
 Per language: ArrayRecord source, globally shuffled with its own seed, repeated, and sliced by
-JAX process (each host reads its own share). Languages are mixed with the config's weights; FIM is
+JAX process (each host reads its own share). Languages are mixed with the config's weights (token
+fractions, turned into record probabilities with each language's mean record length); FIM is
 applied per document *before* packing (DeepSeek-Coder, Bavarian et al.); documents (plus EOS) are
 packed into rows of seq_len + 1 tokens with segment ids and restarting positions (long documents
-continue on the next row as a new segment); rows are batched and prefetched by worker processes.
+continue on the next row as a new segment); the rows are shuffled within a window of
+`shuffle_rows` (else a batch would be consecutive rows of one long document), batched and
+prefetched by worker processes.
 
 The global batch is made of `streams` independent loaders (each reads every streams-th record of
 each language); processes split the streams between them. With a fixed stream count the data is the
@@ -40,13 +43,15 @@ class PipelineConfig:
     num_workers: int = 0
     worker_buffer: int = 2
     read_threads: int = 4
+    shuffle_rows: int = 0  # window of packed rows shuffled before batching (0 = off)
 
     def signature(self, process_count: int, streams: int = 1) -> dict:
         """What a saved iterator state depends on; a resume must match it exactly."""
         return {"data_dir": str(Path(self.data_dir).absolute()), "seq_len": self.seq_len,
                 "batch_size": self.batch_size, "seed": self.seed, "mixture": [list(m) for m in self.mixture],
                 "fim": dataclasses.asdict(self.fim), "num_workers": self.num_workers,
-                "process_count": process_count, "streams": streams}
+                "process_count": process_count, "streams": streams,
+                "shuffle_rows": self.shuffle_rows}
 
 
 def resolve_mixture(manifest: dict, mixture) -> tuple[tuple[str, float], ...]:
@@ -65,6 +70,17 @@ def resolve_mixture(manifest: dict, mixture) -> tuple[tuple[str, float], ...]:
     return tuple((lang, w / total) for lang, w in sorted(weights.items()) if w > 0)
 
 
+def record_weights(manifest: dict, mixture: tuple[tuple[str, float], ...]) -> list[float]:
+    """The probability of drawing a record of each language so that the languages' share of
+    *tokens* follows `mixture` (records of different languages differ in mean length by 10x)."""
+    per_record = []
+    for lang, w in mixture:
+        records = sum(s["records"] for s in manifest["shards"][lang])
+        per_record.append(w * records / max(1, manifest["tokens"][lang]))
+    total = sum(per_record)
+    return [w / total for w in per_record]
+
+
 class _Fim(grain.transforms.RandomMap):
     """FIM per document, then EOS. Holds the tokenizer path, so it pickles into workers."""
 
@@ -80,7 +96,7 @@ class _Fim(grain.transforms.RandomMap):
 
     def random_map(self, element, rng: np.random.Generator):
         tok = self._tokenizer()
-        doc = permute(element, rng, tok, self.fim, self._ids) if self.fim.rate > 0 else element
+        doc = permute(element, rng, tok, self.fim, self._ids, end_id=tok.eos_id) if self.fim.rate > 0 else element
         return {"tokens": np.concatenate([doc, np.asarray([tok.eos_id], np.int32)])}
 
 
@@ -106,10 +122,12 @@ def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1
         source = grain.sources.ArrayRecordDataSource(shards.shard_paths(cfg.data_dir, manifest, lang))
         ds = grain.MapDataset.source(source).seed(cfg.seed * 1000 + i).shuffle().repeat()
         parts.append(ds[process_index::process_count].map(shards.decode_record))
-    ds = grain.MapDataset.mix(parts, [w for _, w in mixture]) if len(parts) > 1 else parts[0]
+    ds = grain.MapDataset.mix(parts, record_weights(manifest, mixture)) if len(parts) > 1 else parts[0]
     ds = ds.random_map(_Fim(tok_path, cfg.fim), seed=cfg.seed)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=64))
     it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": cfg.seq_len + 1})
+    if cfg.shuffle_rows > 1:
+        it = grain.experimental.WindowShuffleIterDataset(it, window_size=cfg.shuffle_rows, seed=cfg.seed + 1)
     it = it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
     if cfg.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
@@ -147,6 +165,16 @@ def heldout(cfg: PipelineConfig, *, language: str | None = None, process_index: 
     return it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
 
 
+def _restore_tuples(state):
+    """Undoes what JSON does to Grain's packing state: ConcatThenSplit tests for "no remainder"
+    with `slice != (-1, -1)`, which a JSON list [-1, -1] always passes, so a state saved with no
+    remainder (every state inside the first shuffle window) would restore one row off."""
+    if isinstance(state, dict):
+        return {k: ({f: tuple(v) for f, v in val.items()} if k == "remainder_slices" else _restore_tuples(val))
+                for k, val in state.items()}
+    return state
+
+
 class StreamSet:
     """The streams one process owns, concatenated along the batch: a checkpointable iterator.
 
@@ -177,7 +205,7 @@ class StreamSet:
         if missing:
             raise ValueError(f"the saved data state lacks stream(s) {missing}; was data.streams changed?")
         for i, it in zip(self.indices, self.iters, strict=True):
-            it.set_state(saved[str(i)])
+            it.set_state(_restore_tuples(saved[str(i)]))
 
     def start_prefetch(self) -> None:
         """Called by Grain's checkpoint handler after a restore."""

@@ -57,6 +57,9 @@ class PrepareConfig:
     tokenizer_layout: str = "starcoder"
     tokenizer_train_docs: int = 2000
     tokens_per_shard: int = 4_000_000
+    # Longer samples (whole repositories in dependency order can reach millions of tokens) are
+    # stored as consecutive pieces of at most this many tokens, cut at line ends; 0 = never split.
+    max_sample_tokens: int = 65536
     heldout_fraction: float = 0.01  # of samples, by content hash, written as held-out shards
     num_workers: int = 0  # 0 = one per CPU core
 
@@ -139,15 +142,18 @@ def build_samples(job: tuple[str, list[RepoFile]]) -> list[Sample]:
 
 
 # ----------------------------------------------------------------- stage 2
-def encode_shard(job: tuple[str, str, list[str]]) -> dict:
-    """Tokenizes one shard's documents and writes it. job = (tokenizer path, shard path, texts)."""
-    tok_path, out_path, texts = job
+def encode_shard(job: tuple[str, str, list[str], int]) -> dict:
+    """Tokenizes one shard's documents and writes it, splitting those over max_tokens.
+    job = (tokenizer path, shard path, texts, max_tokens)."""
+    tok_path, out_path, texts, max_tokens = job
     tok = _WORKER.get("tokenizer")
     if tok is None or str(tok.path) != tok_path:
         tok = _WORKER["tokenizer"] = Tokenizer(tok_path)
     docs = [np.asarray(ids, np.int32) for ids in tok.encode_batch(texts)]
-    shards.write_shard(Path(out_path), docs)
-    return {"records": len(docs), "tokens": int(sum(len(d) for d in docs))}
+    records = [r for d in docs for r in shards.split_record(d, max_tokens, tok.line_ends())]
+    shards.write_shard(Path(out_path), records)
+    return {"records": len(records), "tokens": int(sum(len(d) for d in docs)),
+            "split_samples": sum(max_tokens > 0 and len(d) > max_tokens for d in docs)}
 
 
 # ------------------------------------------------------------- orchestration
@@ -257,11 +263,13 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
                 prefix = "" if split == "train" else "heldout-"
                 for k, part in enumerate(np.split(np.arange(len(docs)), bounds)):
                     rel = f"{slug}/{prefix}{slug}-{k:05d}-of-{n_shards:05d}.array_record"
-                    jobs.append((str(tmp / "tokenizer.model"), str(tmp / rel), [docs[i].text for i in part]))
+                    jobs.append((str(tmp / "tokenizer.model"), str(tmp / rel), [docs[i].text for i in part],
+                                 cfg.max_sample_tokens))
                     plan.append((split, language, rel))
         shard_info: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
         bar = tqdm(total=len(jobs), desc="tokenize + write", unit="shard", disable=not progress, mininterval=1.0)
         for (split, language, rel), info in zip(plan, pool.imap(encode_shard, jobs, chunksize=1), strict=True):
+            counts["samples_split"] += info.pop("split_samples")
             shard_info[split][language].append({"path": rel, **info})
             bar.update()
         bar.close()

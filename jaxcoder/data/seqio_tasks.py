@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxcoder.data import shards
 from jaxcoder.data.languages import language_slug
+from jaxcoder.data.pipeline import record_weights, resolve_mixture
 
 
 def vocabulary(model_path: str | Path):
@@ -35,7 +36,8 @@ def _examples(paths: list[str]):
 
 def register(data_dir: str | Path, prefix: str = "jaxcoder", weights: dict[str, float] | None = None) -> str:
     """Registers one Task per language (`{prefix}_{language}`; splits `train` and, when prepared,
-    `validation`) and a Mixture `{prefix}_mixture` weighted by `weights` or token counts.
+    `validation`) and a Mixture `{prefix}_mixture` whose token shares follow `weights` (default:
+    the token counts).
     Returns the mixture's name. Records are already tokenized, so the Tasks only append EOS."""
     import seqio
 
@@ -58,9 +60,11 @@ def register(data_dir: str | Path, prefix: str = "jaxcoder", weights: dict[str, 
         seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=tuple(splits)),
                                preprocessors=[seqio.preprocessors.append_eos], output_features=features)
         names[language] = name
-    rates = weights or manifest["tokens"]
+    # seqio rates are per example: token weights become record weights, as in the Grain pipeline.
+    by_tokens = resolve_mixture(manifest, tuple((weights or {}).items()))
+    rates = record_weights(manifest, by_tokens)
     mixture = f"{prefix}_mixture"
     seqio.MixtureRegistry.remove(mixture)
-    seqio.MixtureRegistry.add(mixture, [(names[lang], float(rates[lang])) for lang in names if rates.get(lang)])
+    seqio.MixtureRegistry.add(mixture, [(names[lang], r) for (lang, _), r in zip(by_tokens, rates, strict=True)])
     return mixture
 

@@ -6,7 +6,10 @@ Layout of a prepared directory:
     tokenizer.model                     the sentencepiece model the shards were encoded with
     <language>/<language>-00000-of-00004.array_record    one record = one document, int32 tokens
 
-Records hold raw little-endian int32 token ids (no EOS: the loader appends it after FIM).
+Records hold raw little-endian int32 token ids (no EOS: the loader appends it after FIM). Samples
+longer than `data.max_sample_tokens` are stored as several consecutive records (`split_record`), so
+one huge repository cannot hold a loader for thousands of steps, and mixture weights (by tokens)
+can be turned into record weights.
 `group_size:1` keeps every record randomly accessible for Grain's global shuffle.
 """
 
@@ -31,6 +34,23 @@ def write_shard(path: Path, docs: list[np.ndarray]) -> int:
     finally:
         writer.close()
     return len(docs)
+
+
+def split_record(ids: np.ndarray, max_tokens: int, line_ends: np.ndarray) -> list[np.ndarray]:
+    """One document cut into consecutive pieces of at most max_tokens tokens, each ending at a line
+    end where one falls in the piece's second half (so pieces start at the start of a line)."""
+    if max_tokens <= 0 or len(ids) <= max_tokens:
+        return [ids]
+    ends = np.flatnonzero(line_ends[ids]) + 1  # candidate cut positions
+    pieces, start = [], 0
+    while len(ids) - start > max_tokens:
+        limit = start + max_tokens
+        k = np.searchsorted(ends, limit, side="right") - 1
+        cut = int(ends[k]) if k >= 0 and ends[k] > start + max_tokens // 2 else limit
+        pieces.append(ids[start:cut])
+        start = cut
+    pieces.append(ids[start:])
+    return pieces
 
 
 def decode_record(record: bytes) -> np.ndarray:

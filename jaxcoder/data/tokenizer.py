@@ -139,6 +139,16 @@ class Tokenizer:
                 np.int64)
         return self._lengths
 
+    def line_ends(self) -> np.ndarray:
+        """Whether each token id's text ends a line (its last character is a newline)."""
+        if getattr(self, "_line_ends", None) is None:
+            sp = self.sp
+            self._line_ends = np.asarray(
+                [sp.id_to_piece(i) == "<0x0A>" if sp.is_byte(i) else
+                 not (sp.is_control(i) or sp.is_unknown(i)) and sp.id_to_piece(i).endswith("\n")
+                 for i in range(self.vocab_size)], bool)
+        return self._line_ends
+
     def sha256(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 

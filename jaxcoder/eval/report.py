@@ -93,13 +93,17 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         m = json.loads(manifest_path.read_text())
         counts = m.get("counts", {})
         dropped = sum(v for k, v in counts.items() if k.startswith("dropped/"))
+        n_split = counts.get("samples_split", 0)
+        split_note = (f" ({n_split:,} longer than {m.get('config', {}).get('max_sample_tokens', '?'):,} tokens, "
+                      f"stored in pieces)") if n_split else ""
         lines.append(
             f"Prepared in `{manifest_path.parent}` ({m.get('seconds', '?')} s): {counts.get('files_seen', 0):,} files "
             f"seen in {m.get('repositories', '?')} repositories, {dropped:,} dropped by the filters, "
             f"{counts.get('duplicates/exact', 0):,} exact and {counts.get('duplicates/near', 0):,} near duplicates "
             f"removed, {sum(v for k, v in counts.items() if k.startswith('redacted/')):,} PII redactions, "
             f"{counts.get('dropped/contaminated', 0):,} files dropped as benchmark contamination; "
-            f"{m.get('total_tokens', 0):,} training tokens in {counts.get('samples', '?')} samples.")
+            f"{m.get('total_tokens', 0):,} training tokens in {counts.get('samples', '?')} samples"
+            f"{split_note}.")
         langs = m.get("tokens", {})
         if langs:
             lines += ["", "| language | documents | tokens |", "|---|---:|---:|"]

@@ -165,8 +165,10 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                     stop = ()
             s = SamplingConfig(max_new_tokens=f.max_new_tokens)
             spm = _fim_mode(f.mode, layout) == "spm"
-            # The mode is part of the key: PSM and SPM generations never stand in for each other.
-            jobs = [(f"{task}/{f.mode}/{it['id']}" if spm else f"{task}/{it['id']}",
+            # The prompt settings are part of the key: a rerun with another mode, context or length
+            # regenerates instead of reusing generations made for different prompts.
+            tag = f"{f.mode}_c{f.max_context}_m{f.max_new_tokens}"
+            jobs = [(f"{task}/{tag}/{it['id']}",
                      infilling.fim_prompt(tok, fim_ids, it["prefix"], it["suffix"], f.max_context, spm=spm))
                     for it in items]
             _generate_missing(store, jobs, lambda t, stop=stop: truncate(decode(t), stop), e.batch_size, s,
