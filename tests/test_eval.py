@@ -77,6 +77,10 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     assert set(first["humaneval"]) >= {"pass@1", "pass@2"} and first["humaneval"]["problems"] == 3
     assert first["fim_single_line"]["tasks"] == 10 and first["fim_random_span"]["tasks"] == 6
     assert first["fim_heldout_line"]["tasks"] == 5
+    for task in ("fim_single_line", "fim_heldout_line", "fim_random_span"):
+        r = first[task]
+        assert r["matches"] == round(r["exact_match"] * r["tasks"])
+        assert len(r["matched_examples"]) == min(5, r["matches"])
     samples = tmp_path / "eval" / "step_7" / "samples.jsonl"
     lines = samples.read_text().splitlines()
     assert len(lines) == 3 * 2 * 2 + 10 + 5 + 6  # generations + executions, each stored once
@@ -161,3 +165,18 @@ def test_fim_prompts_psm_and_spm_and_refusals():
         runner._fim_mode("spm", "deepseek")
     with pytest.raises(ValueError, match="eval.fim.mode must be psm or spm"):
         runner._fim_mode("mps", "starcoder")
+
+
+def test_fisher_exact_test_of_the_report():
+    from math import comb
+
+    from jaxcoder.eval.report import fisher_greater
+
+    assert fisher_greater(1, 1, 0, 1) == 0.5  # one success between two single trials
+    assert fisher_greater(0, 10, 3, 10) == 1.0
+    # 3 successes among 2 + 2 trials, at least 2 of them in group 1: (C(2,2)C(2,1)) / C(4,3)
+    assert fisher_greater(2, 2, 1, 2) == comb(2, 2) * comb(2, 1) / comb(4, 3)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for k1, n1, k0, n0 in ((22, 1000, 0, 1000), (3, 200, 1, 200), (5, 50, 9, 70)):
+        want = scipy_stats.fisher_exact([[k1, n1 - k1], [k0, n0 - k0]], alternative="greater").pvalue
+        assert abs(fisher_greater(k1, n1, k0, n0) - want) < 1e-12 * max(1.0, want)

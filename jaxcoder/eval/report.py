@@ -82,6 +82,34 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
+def fisher_greater(k1: int, n1: int, k0: int, n0: int) -> float:
+    """One-sided Fisher exact test: P(at least k1 of the k1 + k0 successes fall in group 1 of
+    sizes n1, n0) when both groups share one success rate. Small p: group 1 is really better."""
+    from math import comb
+
+    total = k1 + k0
+    return sum(comb(n1, k) * comb(n0, total - k) for k in range(k1, min(n1, total) + 1)) / comb(n1 + n0, total)
+
+
+def _fim_comparison(trained: dict | None, untrained: dict | None) -> list[str]:
+    """Per FIM task: matches of each model, the test that the trained model's rate is higher, and
+    what it matched (so a reader sees which lines a small model gets right)."""
+    out = []
+    for task in FIM_TASKS:
+        t, u = (trained or {}).get(task), (untrained or {}).get(task)
+        if not t or "matches" not in t:
+            continue
+        line = f"- {task}: trained {t['matches']}/{t['tasks']} exact"
+        if u and "matches" in u:
+            p = fisher_greater(t["matches"], t["tasks"], u["matches"], u["tasks"])
+            line += (f", untrained {u['matches']}/{u['tasks']}; one-sided Fisher exact test that the trained "
+                     f"rate is higher: p = {p:.2g}")
+        if t.get("matched_examples"):
+            line += "; e.g. " + ", ".join(f"`{m.strip()[:60]}`" for m in t["matched_examples"])
+        out.append(line + ".")
+    return out
+
+
 def write_report(workdir: str | Path, data_dir: str | Path | None = None, export_check: str | Path | None = None,
                  title: str = "jaxcoder run") -> Path:
     """Writes `<workdir>/report.md` (and `loss.png` when there is a training log); returns its path."""
@@ -137,6 +165,10 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         lines += [f"| metric | untrained (same architecture, fresh weights) | trained (step {step}) |",
                   "|---|---:|---:|"]
         lines += [f"| {name} | {_fmt(u.get(name))} | {_fmt(t.get(name))} |" for name in dict.fromkeys([*u, *t])]
+        fim = _fim_comparison(trained, untrained)
+        if fim:
+            lines += ["", "Fill-in-the-middle exact matches (after stripping whitespace, as bigcode's harness "
+                      "scores them):", "", *fim]
         if trained:
             lines += ["", f"Sandbox isolation for executed code: {trained.get('sandbox_isolation', '?')}."]
     else:

@@ -175,8 +175,9 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                               f"{task}: generate", mcfg, params, (tok.eos_id,),
                               (lambda t, stop=stop: any(x in decode(t) for x in stop)) if stop else None, mesh)
             hits = [infilling.exact_match(store[k], it["middle"]) for (k, _), it in zip(jobs, items, strict=True)]
-            results[task] = {"tasks": len(items), "mode": f.mode,
-                             "exact_match": float(np.mean(hits)) if hits else math.nan}
+            results[task] = {"tasks": len(items), "mode": f.mode, "matches": int(sum(hits)),
+                             "exact_match": float(np.mean(hits)) if hits else math.nan,
+                             "matched_examples": [it["middle"] for it, h in zip(items, hits, strict=True) if h][:5]}
             if task == "fim_heldout_line" and items:  # also the true middle's likelihood, teacher-forced
                 results[task]["middle_nll"] = perplexity.continuation_nll(
                     mcfg, params, [(p, tok.encode(it["middle"])) for (_, p), it in zip(jobs, items, strict=True)],
