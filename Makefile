@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 DEMO := runs/demo
 DEMO_CONFIG := configs/demo.py
-PROMPT := def fibonacci(n):
+PROMPT := def fibonacci(n):\n
 
 .PHONY: setup test demo bench lint clean
 

@@ -89,3 +89,11 @@ def test_skeleton_pipeline(hf, tmp_path):
     a = jaxcoder("generate", f"--checkpoint={work}/checkpoints", "--prompt=import os", "--max_new_tokens=8").stdout
     b = jaxcoder("generate", f"--checkpoint={work}/imported", "--prompt=import os", "--max_new_tokens=8").stdout
     assert a.startswith("import os") and a == b
+
+
+def test_prompt_flags_decode_backslash_escapes_only():
+    from jaxcoder.commands.common import unescape
+
+    assert unescape(r"def f(x):\n\treturn x\r\n") == "def f(x):\n\treturn x\r\n"
+    assert unescape(r"print('a\\n')") == "print('a\\n')"  # an escaped backslash stays one backslash
+    assert unescape("naïve 🙂 \\x41 \\u00e9") == "naïve 🙂 \\x41 \\u00e9"  # non-ASCII and other escapes kept

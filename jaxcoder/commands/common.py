@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -24,3 +26,13 @@ def require(flag, what: str):
     if flag.value is None:
         raise SystemExit(f"error: --{flag.name} is required ({what})")
     return flag.value
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Decodes the backslash escapes \\n, \\t, \\r and \\\\ of a prompt given on the command line
+    (Make and most shells pass them through literally); every other character, non-ASCII
+    included, is kept as is (`codecs.decode(..., "unicode_escape")` would mangle UTF-8)."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)

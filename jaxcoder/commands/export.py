@@ -9,7 +9,6 @@ token with jaxcoder's greedy output, and the check is saved as `<out>.check.json
 
 from __future__ import annotations
 
-import codecs
 import json
 from pathlib import Path
 
@@ -23,10 +22,11 @@ ARCH = flags.DEFINE_string("architecture", None, "llama | starcoder2 | gpt_bigco
                            "export.architecture of --config, else auto).")
 DTYPE = flags.DEFINE_string("dtype", None, "float32 | bfloat16 | float16 (default: export.dtype or float32).")
 SHARD = flags.DEFINE_string("max_shard_size", None, "e.g. 5GB (default: export.max_shard_size or 5GB).")
-VERIFY = flags.DEFINE_string("verify_prompt", None, "Check the export with transformers on this prompt.")
+VERIFY = flags.DEFINE_string("verify_prompt", None, "Check the export with transformers on this prompt "
+                             "(backslash escapes \\n, \\t, \\r, \\\\ are decoded).")
 NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "Tokens transformers generates with --verify_prompt.")
 INFILL_PREFIX = flags.DEFINE_string("verify_infill_prefix", None, "Code before the hole for a FIM check "
-                                    "(backslash escapes such as \\n are decoded).")
+                                    "(escapes decoded as in --verify_prompt).")
 INFILL_SUFFIX = flags.DEFINE_string("verify_infill_suffix", "", "Code after the hole for a FIM check.")
 
 
@@ -56,9 +56,10 @@ def main(argv):
 
         infill = None
         if INFILL_PREFIX.value is not None:
-            infill = tuple(codecs.decode(v, "unicode_escape") for v in (INFILL_PREFIX.value, INFILL_SUFFIX.value))
+            infill = (common.unescape(INFILL_PREFIX.value), common.unescape(INFILL_SUFFIX.value))
         layout = recorded_layout(meta) or (run.tokenizer.layout if run is not None else None)
-        check = verify_export(out, cfg, params, VERIFY.value, NEW_TOKENS.value, infill=infill, layout=layout)
+        check = verify_export(out, cfg, params, common.unescape(VERIFY.value), NEW_TOKENS.value, infill=infill,
+                              layout=layout)
         check_path = out.with_name(out.name + ".check.json")
         check_path.write_text(json.dumps({"step": meta.get("step"), **check}, indent=2))
         print(f"export check written to {check_path}")

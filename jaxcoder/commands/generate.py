@@ -9,7 +9,8 @@ from jaxcoder.data.tokenizer import Tokenizer
 from jaxcoder.eval.generate import SamplingConfig, generate
 from jaxcoder.train.checkpoint import load_params
 
-PROMPT = flags.DEFINE_string("prompt", None, "Text to complete.")
+PROMPT = flags.DEFINE_string("prompt", None, "Text to complete (backslash escapes \\n, \\t, \\r, \\\\ are "
+                             "decoded).")
 MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
 TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
 TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0 = off).")
@@ -21,7 +22,7 @@ TOKENIZER = flags.DEFINE_string("tokenizer", None, "sentencepiece model (default
 def main(argv):
     del argv
     ckpt = common.require(common.CHECKPOINT, "the checkpoint to sample from")
-    prompt = common.require(PROMPT, "the text to complete")
+    prompt = common.unescape(common.require(PROMPT, "the text to complete"))
     cfg, params, meta = load_params(ckpt, common.STEP.value)
     tok_path = TOKENIZER.value or meta.get("tokenizer_path")
     if not tok_path:
