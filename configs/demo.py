@@ -54,6 +54,9 @@ def get_config(arg=None):
     c.train.warmup_steps = 30
     c.train.log_every = 10
     c.train.eval_every = 100
+    # 10 batches of 8 rows per language are the evaluation's 5 x 16 rows: the log's last held-out
+    # loss and `jaxcoder eval`'s are the same number.
+    c.train.eval_batches = 10
     c.train.checkpoint_every = 200
     # The evaluation `make demo` ends with: every HumanEval problem greedily (a tiny model scores ~0,
     # but the harness and sandbox run end to end), FIM exact match (HumanEval lines, held-out lines,
@@ -77,7 +80,7 @@ def _smoke(c):
     c.data.repo_level = False  # file samples, so the held-out split is not empty
     c.data.heldout_fraction = 0.1
     c.tokenizer.vocab_size = c.model.vocab_size = 1024
-    c.train.update(steps=12, log_every=4, eval_every=6, checkpoint_every=6, warmup_steps=2)
+    c.train.update(steps=12, log_every=4, eval_every=6, checkpoint_every=6, warmup_steps=2, eval_batches=2)
     c.eval.humaneval.update(limit=4, max_new_tokens=16)
     c.eval.fim.update(limit=6, heldout_lines=6, random_spans=4, max_new_tokens=8)
     c.eval.perplexity_batches = 1

@@ -238,6 +238,20 @@ def test_heldout_batches_are_deterministic(prepared_data):
     assert a and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def test_heldout_batches_keep_every_row(prepared_data):
+    """The last, partial batch is padded, not dropped: however the rows are batched, the same
+    tokens are measured; a held-out set smaller than one batch still gives one batch."""
+    def measured(batch_size):
+        batches = list(pipeline.heldout(_pcfg(prepared_data, batch_size=batch_size)))
+        assert all(b["inputs"].shape == (batch_size, 64) for b in batches)
+        return len(batches), sum(int(b["loss_mask"].sum()) for b in batches)
+
+    n3, tokens3 = measured(3)
+    n_big, tokens_big = measured(100_000)
+    assert n3 > 1 and n_big == 1
+    assert tokens3 == tokens_big > 0
+
+
 def test_long_samples_are_stored_in_line_aligned_pieces(prepared_data):
     from jaxcoder.data.tokenizer import Tokenizer
 

@@ -186,6 +186,10 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     ref, got = _metrics(one), _metrics(two)
     assert sorted(got) == [1, 2, 3, 4]
     np.testing.assert_allclose([got[s][0] for s in range(1, 5)], [ref[s][0] for s in range(1, 5)], rtol=1e-6)
+    held = [[json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()][-1] for w in (one, two)]
+    assert held[0]["heldout_loss"] > 0  # every process reads the same held-out rows and feeds its own
+    np.testing.assert_allclose(held[1]["heldout_loss"], held[0]["heldout_loss"], rtol=1e-6)
+    np.testing.assert_allclose(held[1]["heldout_bits_per_byte"], held[0]["heldout_bits_per_byte"], rtol=1e-6)
 
 
 @pytest.mark.slow

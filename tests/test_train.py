@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,30 @@ def test_training_learns_checkpoints_and_resumes_exactly(tiny_run):
     assert resumed == losses[12:], "a resumed run must reproduce the uninterrupted losses exactly"
     with open(metrics) as f:
         assert [json.loads(line)["step"] for line in f] == list(range(13, 25))
+
+
+def test_training_heldout_loss_is_the_evaluation_loss(tiny_run):
+    """The loss the training log shows for held-out data is what `jaxcoder eval` reports for that
+    checkpoint with the same rows (one implementation; here trained on a 2x2x2 mesh, evaluated on
+    one device)."""
+    from jaxcoder.eval import perplexity
+    from jaxcoder.train.checkpoint import load_params
+
+    cfg = tiny_run
+    if not Path(f"{cfg.workdir}/metrics.jsonl").exists():  # run alone: train first
+        from jaxcoder.train.loop import train
+
+        train(cfg)
+    with open(f"{cfg.workdir}/metrics.jsonl") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["step"] == 24
+    mcfg, params, _ = load_params(f"{cfg.workdir}/checkpoints")
+    per_lang = perplexity.evaluate(mcfg, params, cfg.data.prepared_dir, seq_len=cfg.train.seq_len,
+                                   batch_size=cfg.train.batch_size, max_batches=cfg.train.eval_batches)
+    total = perplexity.overall(per_lang)
+    np.testing.assert_allclose(last["heldout_loss"], total["loss"], rtol=1e-5)
+    np.testing.assert_allclose(last["heldout_bits_per_byte"], total["bits_per_byte"], rtol=1e-5)
+    assert total["tokens"] > 0 and total["bytes"] > total["tokens"]
 
 
 def test_checkpoint_params_restore_for_export(tiny_run):

@@ -147,10 +147,10 @@ def check_resume(saved: dict | None, current: dict) -> None:
                          "settings, or start a new workdir.")
 
 
-def heldout(cfg: PipelineConfig, *, language: str | None = None, process_index: int = 0,
-            process_count: int = 1) -> grain.IterDataset:
-    """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass;
-    each process reads every process_count-th record."""
+def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDataset:
+    """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass.
+    Nothing is dropped: the last row and the last batch are padded with masked rows, so a language
+    smaller than one batch is still measured."""
     manifest = shards.load_manifest(cfg.data_dir)
     table = manifest.get("heldout_shards", {})
     languages = [language] if language else sorted(table)
@@ -158,11 +158,18 @@ def heldout(cfg: PipelineConfig, *, language: str | None = None, process_index: 
     if not paths:
         raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
     eos = Tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))[process_index::process_count]
-    ds = ds.map(shards.decode_record)
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_record)
     ds = ds.map(lambda t: {"tokens": np.concatenate([t, np.asarray([eos], np.int32)])})
     it = grain.experimental.ConcatThenSplitIterDataset(ds.to_iter_dataset(), length_struct={"tokens": cfg.seq_len + 1})
-    return it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
+    return it.batch(cfg.batch_size, drop_remainder=False).map(lambda b: to_model_batch(_pad_rows(b, cfg.batch_size)))
+
+
+def _pad_rows(batch: dict, rows: int) -> dict:
+    """Pads a short batch with all-zero rows (segment 0: never attended, never in the loss)."""
+    short = rows - len(batch["tokens"])
+    if short <= 0:
+        return batch
+    return {k: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
 def _restore_tuples(state):

@@ -33,7 +33,7 @@ from jaxcoder.data.filters import FilterConfig, content_filter, decode_bytes
 from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language, language_slug
 from jaxcoder.data.pii import redact
 from jaxcoder.data.repo_order import RepoFile, repo_samples
-from jaxcoder.data.sources import DEFAULT_EXCLUDE, Repo, _excluded, discover
+from jaxcoder.data.sources import DEFAULT_EXCLUDE, Repo, discover
 from jaxcoder.data.tokenizer import Tokenizer, train_tokenizer
 
 
@@ -162,14 +162,13 @@ def _fingerprint(cfg: PrepareConfig, repos: list[Repo]) -> str:
     for r in repos:
         h.update(r.name.encode())
         if r.root is not None:
-            for dirpath, dirnames, filenames in os.walk(r.root, followlinks=False):
-                dirnames[:] = [] if r.top_level_only else sorted(d for d in dirnames if not _excluded(d, r.exclude))
-                for name in sorted(filenames):
-                    try:
-                        st = os.lstat(os.path.join(dirpath, name))
-                        h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-                    except OSError:
-                        h.update(f"{dirpath}/{name}:?".encode())
+            h.update(str(Path(r.root).absolute()).encode())
+            for full, rel, reason in r.entries():
+                try:
+                    st = os.lstat(full)
+                    h.update(f"{rel}:{reason}:{st.st_size}:{st.st_mtime_ns}".encode())
+                except OSError:
+                    h.update(f"{rel}:?".encode())
         else:
             for path, content in r.records:
                 h.update(path.encode())

@@ -31,31 +31,35 @@ class Repo:
                 data = content.encode("utf-8", "surrogatepass")
                 yield (path, None, "too_large") if len(data) > max_bytes else (path, data, None)
             return
+        for full, rel, reason in self.entries():
+            if reason:
+                yield rel, None, reason
+                continue
+            try:
+                if full.stat().st_size > max_bytes:
+                    yield rel, None, "too_large"
+                    continue
+                yield rel, full.read_bytes(), None
+            except OSError:
+                yield rel, None, "unreadable"
+
+    def entries(self) -> Iterator[tuple[Path, str, str | None]]:
+        """(full path, relative path, drop reason or None) of a directory repository, in a fixed
+        order: the one walk (exclusions applied, links reported, never followed) that reading the
+        files and fingerprinting the inputs both use. FIFOs, sockets and devices are reported as
+        not regular files: reading one could block forever."""
         root = Path(self.root)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
             for d in sorted(dirnames):  # os.walk lists links to directories here and never follows them
                 if (Path(dirpath) / d).is_symlink() and not self.top_level_only:
-                    yield (Path(dirpath) / d).relative_to(root).as_posix(), None, "symlink"
+                    yield Path(dirpath) / d, (Path(dirpath) / d).relative_to(root).as_posix(), "symlink"
             dirnames[:] = [] if self.top_level_only else sorted(d for d in dirnames if not _excluded(d, self.exclude))
             for name in sorted(filenames):
                 if _excluded(name, self.exclude):
                     continue
                 full = Path(dirpath) / name
-                rel = full.relative_to(root).as_posix()
-                if full.is_symlink():
-                    yield rel, None, "symlink"
-                    continue
-                if not full.is_file():  # FIFOs, sockets, devices: reading could block forever
-                    yield rel, None, "not_a_regular_file"
-                    continue
-                try:
-                    size = full.stat().st_size
-                    if size > max_bytes:
-                        yield rel, None, "too_large"
-                        continue
-                    yield rel, full.read_bytes(), None
-                except OSError:
-                    yield rel, None, "unreadable"
+                reason = "symlink" if full.is_symlink() else None if full.is_file() else "not_a_regular_file"
+                yield full, full.relative_to(root).as_posix(), reason
 
 
 DEFAULT_EXCLUDE = ("__pycache__", ".git", ".hg", ".svn")

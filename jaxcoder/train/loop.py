@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from jaxcoder import config as run_config
 from jaxcoder.data import pipeline, shards
+from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.eval import perplexity
 from jaxcoder.model.config import ModelConfig, human_count
 from jaxcoder.parallel.mesh import MeshError, check_model_fits, make_mesh, resolve_axis_sizes
 from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
@@ -32,7 +34,7 @@ from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import Checkpointer
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
 from jaxcoder.train.optimizer import OptimizerConfig, learning_rate, make_optimizer
-from jaxcoder.train.step import make_eval_step, make_train_step
+from jaxcoder.train.step import make_train_step
 
 
 class _Preemption:
@@ -60,7 +62,6 @@ class _Preemption:
 def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha256: str):
     """Parameters of another checkpoint (e.g. an imported Hugging Face model) as the starting point
     of this run, restored straight onto this run's shardings; the model configs must agree."""
-    from jaxcoder.data.tokenizer import Tokenizer
     from jaxcoder.train.checkpoint import read_meta
 
     step, meta = read_meta(directory)
@@ -195,7 +196,8 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
     step_fn = make_train_step(mcfg, optimizer, cfg.train.z_loss, cfg.train.grad_accum)
     train_step = jax.jit(step_fn, in_shardings=(sh.params, sh.opt_state, sh.batch),
                          out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
-    eval_step = jax.jit(make_eval_step(mcfg), in_shardings=(sh.params, sh.batch))
+    eval_step = perplexity.heldout_step(mcfg, Tokenizer(tokenizer_path).byte_lengths(),
+                                        in_shardings=(sh.params, sh.batch))
     lr_fn = learning_rate(ocfg)
     has_heldout = bool(manifest.get("heldout_shards"))
     writer = MetricWriter(workdir, enabled=primary)
@@ -225,7 +227,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
                     record["mfu"] = util
                 t_last, window = now, []
                 if has_heldout and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
-                    record["heldout_loss"] = heldout_loss(eval_step, params, pcfg, cfg, sh)
+                    record.update(heldout_metrics(eval_step, params, pcfg, cfg, sh))
                     t_last = time.perf_counter()
                 history.append(record)
                 writer.write(record)
@@ -248,15 +250,15 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
             "preempted": stopped_early}
 
 
-def heldout_loss(eval_step, params, pcfg: pipeline.PipelineConfig, cfg, sh) -> float:
-    """Mean token loss over the first train.eval_batches held-out batches (always the same ones);
-    each process reads its share of the held-out records."""
-    local = dataclasses.replace(pcfg, batch_size=cfg.train.batch_size // jax.process_count())
-    total, count = 0.0, 0.0
-    batches = pipeline.heldout(local, process_index=jax.process_index(), process_count=jax.process_count())
-    for i, batch in enumerate(batches):
-        if i >= cfg.train.eval_batches:
-            break
-        s, n = eval_step(params, shard_lib.global_batch(batch, sh.batch))
-        total, count = total + float(s), count + float(n)
-    return total / max(count, 1.0)
+def heldout_metrics(step, params, pcfg: pipeline.PipelineConfig, cfg, sh) -> dict:
+    """Held-out loss and bits per byte over the first train.eval_batches batches of every language
+    (always the same ones), through the same code as `jaxcoder eval`'s perplexity: with
+    eval.seq_len = train.seq_len, eval.batch_size = train.batch_size and eval.perplexity_batches =
+    train.eval_batches the two report the same number for a checkpoint. Each process reads its
+    rows of each batch."""
+    sums = perplexity.heldout_sums(step, params, dataclasses.replace(pcfg, batch_size=cfg.train.batch_size),
+                                   cfg.train.eval_batches,
+                                   place=lambda b: shard_lib.global_batch(b, sh.batch),
+                                   process_index=jax.process_index(), process_count=jax.process_count())
+    total = perplexity.overall(sums)
+    return {"heldout_loss": total["loss"], "heldout_bits_per_byte": total["bits_per_byte"]} if total else {}

@@ -60,8 +60,3 @@ def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z
         return params, opt_state, metrics
 
     return step
-
-
-def make_eval_step(cfg: ModelConfig) -> Callable:
-    """(params, batch) -> (summed nll, token count), for held-out loss."""
-    return lambda params, batch: summed_loss(cfg, params, batch)
