@@ -84,7 +84,9 @@ def _fmt(v) -> str:
 
 def fisher_greater(k1: int, n1: int, k0: int, n0: int) -> float:
     """One-sided Fisher exact test: P(at least k1 of the k1 + k0 successes fall in group 1 of
-    sizes n1, n0) when both groups share one success rate. Small p: group 1 is really better."""
+    sizes n1, n0) when both groups share one success rate. Small p: group 1 is really better.
+    Written here (a hypergeometric tail, exact with integers) so the report needs no scipy; the
+    test checks it against scipy.stats.fisher_exact."""
     from math import comb
 
     total = k1 + k0

@@ -253,9 +253,9 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
 def heldout_metrics(step, params, pcfg: pipeline.PipelineConfig, cfg, sh) -> dict:
     """Held-out loss and bits per byte over the first train.eval_batches batches of every language
     (always the same ones), through the same code as `jaxcoder eval`'s perplexity: with
-    eval.seq_len = train.seq_len, eval.batch_size = train.batch_size and eval.perplexity_batches =
-    train.eval_batches the two report the same number for a checkpoint. Each process reads its
-    rows of each batch."""
+    eval.seq_len = train.seq_len and the same rows per language (eval.batch_size x
+    eval.perplexity_batches = train.batch_size x train.eval_batches) the two report the same number
+    for a checkpoint. Each process feeds its own rows of each batch."""
     sums = perplexity.heldout_sums(step, params, dataclasses.replace(pcfg, batch_size=cfg.train.batch_size),
                                    cfg.train.eval_batches,
                                    place=lambda b: shard_lib.global_batch(b, sh.batch),
