@@ -1,8 +1,15 @@
-"""The `jaxcoder` console script: `jaxcoder <verb> [--config=configs/x.py:arg] [--config.a.b=v] ...`."""
+"""The `jaxcoder` console script: `jaxcoder <verb> [--config=configs/x.py:arg] [--config.a.b=v] ...`.
+
+A bad config, flag or input is reported in one line that names it (`jaxcoder train: error: ...`)
+and exits with status 2; `--traceback` (or JAXCODER_TRACEBACK=1) shows the Python traceback too.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
+import re
 import sys
 
 VERBS = {
@@ -34,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"jaxcoder: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
     rest = argv[2:]
+    traceback = "--traceback" in rest or os.environ.get("JAXCODER_TRACEBACK", "") not in ("", "0")
+    rest = [a for a in rest if a != "--traceback"]
     _fake_devices(rest)
     module = importlib.import_module(VERBS[verb][0])
     if any(a in ("-h", "--help", "--helpshort") for a in rest):
@@ -49,7 +58,87 @@ def main(argv: list[str] | None = None) -> None:
         return
     from absl import app
 
-    app.run(_quiet(module.main), argv=[f"jaxcoder {verb}", *rest])
+    try:
+        app.run(_quiet(module.main), argv=[f"jaxcoder {verb}", *rest], flags_parser=_parse_flags(rest))
+    except Exception as e:
+        message = None if traceback else user_error(e)
+        if message is None:
+            raise
+        print(f"jaxcoder {verb}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class _OverrideError(ValueError):
+    """A --config.<field>=<value> override that the config cannot take."""
+
+
+def _parse_flags(args: list[str]):
+    """absl's flag parsing, with a failed --config override turned into a message naming it."""
+    def parse(argv):
+        from absl import flags
+
+        for a in args:
+            if a.startswith("--config="):
+                path = a.split("=", 1)[1].split(":", 1)[0]
+                if not os.path.isfile(path):
+                    raise _OverrideError(f"--config: {path} is not a file (configs/<file>.py[:arg])")
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            # A config file that raised: absl embeds its traceback; its last line says what happened.
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            head = lines[0].split(": Error whilst parsing")[0]
+            raise _OverrideError(head if len(lines) == 1 else f"{head}: {lines[-1]}") from e
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise _OverrideError(_override_problem(args, e)) from e
+
+    return parse
+
+
+def _override_problem(args: list[str], error: Exception) -> str:
+    """Which --config.<path> override failed, with the closest existing field."""
+    quoted = set(re.findall(r"[\w-]+", " ".join(str(a) for a in getattr(error, "args", ()))))
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in args if a.startswith("--config.")]
+    for path in overrides:
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            if part in quoted and not _exists(parts[:i + 1]):
+                return (f"unknown config field {'.'.join(parts[:i + 1])} (in --config.{path})"
+                        + _suggestion(".".join(parts[:i]), part))
+    return f"cannot apply the --config overrides ({type(error).__name__}: {error})"
+
+
+def _exists(parts: list[str]) -> bool:
+    from jaxcoder.config import base_config
+
+    node = base_config()
+    for part in parts:
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _suggestion(parent: str, name: str) -> str:
+    from jaxcoder.config import base_config
+
+    node = base_config()
+    for part in [p for p in parent.split(".") if p]:
+        node = node.get(part) if hasattr(node, "get") else None
+    if not hasattr(node, "keys"):
+        return ""
+    close = difflib.get_close_matches(name, list(node.keys()), n=1)
+    return f"; did you mean {'.'.join([*filter(None, [parent]), close[0]])}?" if close else ""
+
+
+def user_error(e: Exception) -> str | None:
+    """The one-line message for an error in what the user gave (config, flags, files); None for
+    anything else (a bug keeps its traceback)."""
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str):
+        return e.args[0]
+    if isinstance(e, ValueError | FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
+        return str(e)
+    return None
 
 
 def _fake_devices(args: list[str]) -> None:

@@ -57,6 +57,54 @@ def test_bad_override_names_the_field():
     assert proc.returncode != 0 and "n_layerz" in proc.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config.train.bogus=1"], "unknown config field train.bogus (in --config.train.bogus)"),
+    (["--config.trian.lr=1"], "unknown config field trian (in --config.trian.lr); did you mean train?"),
+    (["--config.train.lr=-0.1"], "train.lr must be > 0; got -0.1"),
+    (["--config.train.seq_len=0"], "train.seq_len must be >= 1; got 0"),
+    (["--config.train.lr=fast"], "--config.train.lr=fast: could not convert string to float: 'fast'"),
+    (["--config=configs/demo.py:bogus=1"], "unknown config argument 'bogus'; known: line, steps, smoke"),
+    (["--config=configs/nothere.py"], "--config: configs/nothere.py is not a file"),
+])
+def test_bad_config_is_one_line_naming_the_field(args, message, tmp_path):
+    """No traceback, nothing run: one line on stderr, status 2; --traceback shows the traceback."""
+    config = [a for a in args if a.startswith("--config=")] or ["--config=configs/demo.py"]
+    rest = [a for a in args if not a.startswith("--config=")]
+    proc = jaxcoder("train", *config, *rest, f"--config.workdir={tmp_path}/w", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("jaxcoder train: error: ") and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "w").exists()
+    verbose = jaxcoder("train", *config, *rest, f"--config.workdir={tmp_path}/w", "--traceback", check=False)
+    assert verbose.returncode != 0 and "Traceback (most recent call last)" in verbose.stderr
+
+
+def test_every_nonsense_value_is_refused_naming_its_field():
+    from jaxcoder.config import base_config, resolve
+    from jaxcoder.fields import ConfigError
+
+    cases = {"train.lr": 0.0, "train.steps": -3, "train.batch_size": 0, "train.warmup_steps": -1,
+             "train.min_lr_ratio": 1.5, "train.b2": 1.0, "train.z_loss": -1.0, "train.grad_accum": 0,
+             "train.keep_checkpoints": 0, "train.clip_norm": -1.0, "train.schedule": "step", "seed": -1,
+             "data.heldout_fraction": 1.0, "data.fim.spm_rate": -0.1, "data.fim.line_rate": 2.0,
+             "data.max_sample_tokens": -1, "data.shuffle_rows": -5, "data.filters.min_alphanum_fraction": 1.5,
+             "data.dedup.threshold": 0.0, "data.decontamination.rule": "fuzzy", "tokenizer.vocab_size": 0,
+             "tokenizer.layout": "gpt2", "eval.batch_size": 0, "eval.humaneval.temperature": -1.0,
+             "eval.humaneval.ks": (0,), "eval.fim.mode": "sideways", "eval.sandbox_workers": 0,
+             "pipeline.repeats": 0, "mesh.num_devices": -1, "export.dtype": "int8", "export.max_shard_size": "big",
+             "model.init_std": 0.0, "model.rope.theta": -1.0, "distributed.process_id": -1}
+    for path, value in cases.items():
+        cfg = base_config()
+        *parents, name = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        with node.ignore_type():
+            node[name] = value
+        with pytest.raises(ConfigError, match=f"^{path.replace('.', '[.]')}"):
+            resolve(cfg)
+    resolve(base_config())  # the defaults themselves are valid
+
+
 def test_missing_required_flag_is_explained(tmp_path):
     proc = jaxcoder("export", "--out", str(tmp_path), check=False)
     assert proc.returncode != 0 and "--checkpoint is required" in proc.stderr

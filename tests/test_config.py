@@ -89,5 +89,10 @@ def test_parse_arg():
 def test_flops_per_token_counts_attention_and_head():
     cfg = preset("deepseek-coder-1.3b")
     n_matmul = cfg.param_count() - cfg.vocab_size * cfg.d_model  # input embedding is a lookup
-    attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * 4096 / 2
+    attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * (4096 + 1) / 2  # query i sees i + 1 keys
     assert cfg.flops_per_token(4096) == pytest.approx(6 * n_matmul + attn)
+    # StarCoder2 at 16K with its 4K window: past the window each query sees 4096 keys, not 2048.
+    s2 = preset("starcoder2-7b")
+    w, t = 4096, 16384
+    mean_keys = (w * (w + 1) / 2 + (t - w) * w) / t
+    assert s2.mean_visible_keys(t) == pytest.approx(mean_keys) and mean_keys > 0.87 * w

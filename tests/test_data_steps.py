@@ -232,3 +232,10 @@ def test_sample_formats():
     (_, sc2), _ = repo_samples("acme/app", CYCLIC_REPO, style="starcoder2")
     assert sc2.startswith("<repo_name>acme/app<file_sep>app/__init__.py\n")
     assert sc2.count("<file_sep>") == 5
+
+
+def test_mean_line_length_is_bigcodes_mean_of_line_lengths():
+    """bigcode: mean of len(line) over splitlines(); newline characters (two per CRLF) do not count."""
+    crlf = ("a = " + "b" * 95 + "\r\n") * 10  # lines of 99 characters
+    assert content_filter(crlf, "python", CFG) is None
+    assert content_filter(crlf.replace("b\r\n", "bbb\r\n"), "python", CFG) == "mean_line_length"  # 101

@@ -178,7 +178,7 @@ def test_line_rate_mixes_line_and_character_spans():
     line_middles = middles(1.0)
     assert all((text.index(m) == 0 or text[text.index(m) - 1] == "\n") and text[text.index(m) + len(m)] == "\n"
                for m in line_middles if m)
-    with pytest.raises(ValueError, match="line_rate must be in"):
+    with pytest.raises(ValueError, match="line_rate must be >= 0 and <= 1"):
         FimConfig(line_rate=1.5)
 
 
@@ -222,3 +222,107 @@ def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
             assert sum(p.endswith("\n") for p in transformed[:-1]) >= 0.9 * (len(transformed) - 1)
         else:
             assert 0 < len(transformed) < len(doc) // 32
+
+
+def _real_tokenizer(prepared_data):
+    from pathlib import Path
+
+    from jaxcoder.data.tokenizer import Tokenizer
+
+    cfg, _ = prepared_data
+    return Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+
+
+def test_starcoder2_repository_samples_are_fim_transformed_per_file(prepared_data):
+    """StarCoder2's repository-context FIM: `<repo_name>` metadata and `<file_sep>` separators stay
+    where they are, each file is transformed on its own with its path at the start of the prefix,
+    and the files rejoin exactly."""
+    from jaxcoder.data.repo_order import RepoFile, repo_samples
+
+    tok = _real_tokenizer(prepared_data)
+    fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
+    files = [RepoFile("pkg/util.py", "python", "import os\n\n\ndef here():\n    return os.getcwd()\n"),
+             RepoFile("pkg/main.py", "python",
+                      "from pkg import VERSION\nfrom pkg.util import here\n\nprint(VERSION, here())\n"),
+             RepoFile("pkg/__init__.py", "python", "VERSION = '1.0'\n")]
+    text = repo_samples("org/repo", files, style="starcoder2")[0][1]
+    doc = np.asarray(tok.encode(text), np.int32)
+    seps = np.flatnonzero(doc == fim_ids.file_sep)
+    assert len(seps) == 3 and doc[0] == fim_ids.repo_name
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = permute(doc, rng, tok, FimConfig(rate=1.0, spm_rate=0.0, file_rate=1.0), fim_ids).tolist()
+        assert out[:seps[0]] == doc[:seps[0]].tolist()  # `<repo_name>org/repo` untouched
+        fragments = np.split(np.asarray(out), np.flatnonzero(np.asarray(out) == fim_ids.file_sep))[1:]
+        assert len(fragments) == 3
+        rebuilt = tok.decode(doc[:seps[0]].tolist())
+        for frag in fragments:
+            frag = frag.tolist()
+            assert frag[0] == fim_ids.file_sep and frag[1] == fim_ids.prefix
+            si, mi = frag.index(fim_ids.suffix), frag.index(fim_ids.middle)
+            prefix, suffix, middle = tok.decode(frag[2:si]), tok.decode(frag[si + 1:mi]), tok.decode(frag[mi + 1:])
+            assert prefix.startswith("pkg/") and ".py\n" in prefix  # the whole path line is in the prefix
+            rebuilt += "<file_sep>" + prefix + middle + suffix
+        assert rebuilt == text
+    # file_rate 0: a candidate repository keeps every file as it is; rate 0: nothing is drawn at all.
+    assert permute(doc, rng, tok, FimConfig(rate=1.0, file_rate=0.0), fim_ids).tolist() == doc.tolist()
+    assert permute(doc, rng, tok, FimConfig(rate=0.0), fim_ids) is doc
+
+
+def test_stored_pieces_end_with_eos_only_at_the_document_end(prepared_data):
+    """A document longer than data.max_sample_tokens is stored in pieces; only its last piece is
+    followed by EOS, unless FIM made a piece a sample of its own."""
+    from pathlib import Path
+
+    from jaxcoder.data import pipeline, shards
+
+    cfg, manifest = prepared_data
+    tok = _real_tokenizer(prepared_data)
+    pieces = [p for lang in manifest["shards"] for path in shards.shard_paths(cfg.out_dir, manifest, lang)
+              for p in shards.read_pieces(Path(path))]
+    continued = [p for p in pieces if not p["last"]]
+    assert continued  # whole packages in dependency order outgrow max_sample_tokens (4096)
+    rng = np.random.default_rng(0)
+    plain = pipeline._Fim(str(Path(cfg.out_dir) / "tokenizer.model"), FimConfig(rate=0.0))
+    ends = [plain.random_map(p, rng)["tokens"][-1] == tok.eos_id for p in pieces]
+    assert ends == [p["last"] for p in pieces]
+    fim = pipeline._Fim(str(Path(cfg.out_dir) / "tokenizer.model"), FimConfig(rate=1.0, spm_rate=0.0))
+    for p in continued[:5]:  # transformed pieces are whole FIM samples: EOS after the middle
+        out = fim.random_map(p, rng)["tokens"]
+        assert out[0] == FimTokens.from_tokenizer(tok, "starcoder").prefix and out[-1] == tok.eos_id
+    # Joined again, the pieces are the documents, token for token.
+    for lang in manifest["shards"]:
+        docs = [d for p in shards.shard_paths(cfg.out_dir, manifest, lang) for d in shards.read_documents(Path(p))]
+        assert sum(len(d) for d in docs) == manifest["tokens"][lang]
+
+
+def test_streams_draw_their_own_fim_decisions(prepared_data, monkeypatch):
+    """Each loader stream draws different FIM decisions at equal indices (a multi-host run gets as
+    many distinct transformations as a one-host run), and a rebuilt stream draws the same again."""
+    import copy
+
+    from jaxcoder.data import pipeline
+
+    cfg, _ = prepared_data
+    draws: list[float] = []
+    real = pipeline.permute
+
+    def spy(tokens, rng, *args, **kwargs):
+        draws.append(copy.deepcopy(rng).random())
+        return real(tokens, rng, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "permute", spy)
+    pcfg = pipeline.PipelineConfig(data_dir=cfg.out_dir, seq_len=64, batch_size=2, fim=FimConfig(rate=0.5))
+
+    def first_draws(stream):
+        draws.clear()
+        docs = pipeline.documents(pcfg, process_index=stream, process_count=2)
+        for i in range(8):
+            docs[i]
+        return list(draws)
+
+    a, b, a_again = first_draws(0), first_draws(1), first_draws(0)
+    assert len(a) == 8 and a == a_again
+    assert all(x != y for x, y in zip(a, b, strict=True))
+    assert pipeline.stream_seed(0, 0) == 0
+    assert len({pipeline.stream_seed(s, k) for s in range(3) for k in range(3)}) == 9

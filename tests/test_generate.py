@@ -90,3 +90,14 @@ def test_sharded_generation_equals_single_device():
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     sharded = generate(cfg, place(cfg, params, mesh), prompts, SamplingConfig(max_new_tokens=12), mesh=mesh)
     assert sharded == single
+
+
+def test_learned_positions_allow_every_sequence_that_fits():
+    """The limit is the longest real position, not the power-of-two padded prompt buffer."""
+    cfg = preset("santacoder-tiny", dtype="float32", max_seq_len=64)
+    params = random_params(F.init_params(cfg, 0), seed=3, scale=0.3)
+    prompt = np.random.default_rng(1).integers(4, cfg.vocab_size, 40).tolist()  # padded to 64 slots
+    got = generate(cfg, params, [prompt], SamplingConfig(max_new_tokens=24))[0]  # 40 + 24 = 64 positions
+    assert got == greedy_reference(cfg, params, prompt, 24)
+    with pytest.raises(ValueError, match=r"reaches position 64, past model.max_seq_len 64"):
+        generate(cfg, params, [prompt], SamplingConfig(max_new_tokens=25))

@@ -125,24 +125,45 @@ def test_record_file_sources(tmp_path, fmt):
             {"repo": "org/one", "path": "b.py", "content": "from a import a\n\nprint(a(2))  # uses a\n" * 3},
             {"repo": "org/two", "path": "m.go", "content": "package main\n\nfunc main() { println(1) }\n" * 3}]
     src = tmp_path / f"records.{fmt}"
-    if fmt == "jsonl":
-        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if fmt == "jsonl":  # malformed lines among the good ones are counted and skipped, never fatal
+        lines = [json.dumps(r).encode() for r in rows]
+        lines[1:1] = [b'{"repo": "org/one", "path": "c.py", "content": "x = 1', b'[1, 2]',
+                      b'{"repo": "org/one", "path": "d.py"}', b'{"repo": "r", "path": "e.py", "content": 5}',
+                      b'{"repo": "r", "path": "f.py", "content": "\xff\xfe"}',
+                      b'\xff\xfe not text']
+        src.write_bytes(b"\n".join(lines) + b"\n")
+        expected = {"record_not_json": [2], "record_not_an_object": [3], "record_missing_fields": [4],
+                    "record_wrong_types": [5], "record_not_utf8": [6, 7]}
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
-        pq.write_table(pa.Table.from_pylist(rows), src)
+        pq.write_table(pa.Table.from_pylist([*rows, {"repo": "org/one", "path": "n.py", "content": None}]), src)
+        expected = {"record_missing_fields": [4]}
     m = prepare(PrepareConfig(out_dir=str(tmp_path / "out"), records=(str(src),), tokenizer_vocab_size=300,
                               heldout_fraction=0.0, num_workers=1, near_dedup=False), progress=False)
     assert m["repositories"] == 2 and set(m["documents"]) == {"python", "go"} and m["documents"]["python"] == 1
+    for reason, lines_ in expected.items():
+        assert m["counts"][f"dropped/{reason}"] == len(lines_), (reason, m["counts"])
+        assert [s["line"] for s in m["skipped_records"] if s["reason"] == reason] == lines_
+    assert all(s["file"] == str(src) for s in m["skipped_records"])
 
 
 def test_bad_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         prepare(PrepareConfig(out_dir=str(tmp_path / "o"), repo_dirs=(str(tmp_path / "nowhere"),)), progress=False)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"repo": "r", "path": "a.py"}\n')
-    with pytest.raises(ValueError, match="lacks field.*content"):
-        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(bad),)), progress=False)
+    with pytest.raises(FileNotFoundError, match="data.sources.records: .*missing.jsonl does not exist"):
+        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(tmp_path / "missing.jsonl"),)),
+                progress=False)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    no_content = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([{"repo": "r", "path": "a.py"}]), no_content)
+    with pytest.raises(ValueError, match="bad.parquet has no column.s. content"):
+        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(no_content),)), progress=False)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="junk.parquet is not a readable Parquet file"):
+        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(tmp_path / "junk.parquet"),)),
+                progress=False)
     with pytest.raises(ValueError, match="data.languages: unknown language"):
         PrepareConfig(out_dir="x", repo_dirs=("y",), languages=("klingon",))
 

@@ -161,6 +161,29 @@ def test_sigterm_saves_and_exits_cleanly(prepared_data, tmp_path):
     assert 3 <= saved < 400 and (work / "checkpoints" / str(saved) / "params").exists()
 
 
+def test_sigterm_before_the_first_step_exits_cleanly(prepared_data, tmp_path):
+    from jaxcoder.train import loop
+
+    with pytest.raises(SystemExit) as stopped, loop._Preemption():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert stopped.value.code == 0
+    # The whole command: SIGTERM while it sets up (after it printed the mesh, before any step ends).
+    work = tmp_path / "early"
+    proc = subprocess.Popen([sys.executable, "-m", "jaxcoder", "train",
+                             *cli_overrides(prepared_data[0].out_dir, str(work), 400)],
+                            cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("mesh:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "SIGTERM before the first step" in out or "SIGTERM: saved step 1;" in out, out
+
+
 @pytest.mark.slow
 def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     import socket

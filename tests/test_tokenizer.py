@@ -85,3 +85,14 @@ def test_split_encode_equals_encoding_each_piece(tok, corpus):
             bounds = [0, *cuts, len(text)]
             want = tok.encode_batch([text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
             assert tok.split_encode(ids, text, cuts) == want, (text[:60], cuts)
+
+
+def test_vocabulary_too_large_for_the_corpus_names_the_field_and_the_limit(tmp_path):
+    tiny = ["def f(x):\n    return x + 1\n"] * 20
+    with pytest.raises(ValueError, match=r"tokenizer.vocab_size=8192 is more than this corpus can support: "
+                                         r"at most (\d+); set --config.tokenizer.vocab_size=\1 or less"):
+        train_tokenizer(tiny, tmp_path / "t.model", vocab_size=8192)
+    with pytest.raises(ValueError, match=r"tokenizer.vocab_size=100 is less than the \d+ distinct characters"):
+        train_tokenizer(tiny, tmp_path / "t.model", vocab_size=100)
+    with pytest.raises(ValueError, match="no text to train the tokenizer on"):
+        train_tokenizer([], tmp_path / "t.model", vocab_size=1000)

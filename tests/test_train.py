@@ -36,6 +36,33 @@ def test_no_decay_on_norms_biases_and_embeddings():
     assert decay_mask(F.abstract_params(cfg), decay_embeddings=True)["embed"]["embedding"]
 
 
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_logged_loss_is_the_nll_and_the_z_loss_is_logged_apart(grad_accum):
+    """With train.z_loss > 0 the objective includes z * log(Z)^2, but `loss` is the NLL (comparable
+    with the held-out loss) and `z_loss` the added term; both against a float64 numpy reference."""
+    from jaxcoder.train.optimizer import make_optimizer
+    from jaxcoder.train.step import make_train_step
+
+    cfg = preset("deepseek-coder-tiny", dtype="float32")
+    params = F.init_params(cfg, 0)
+    rng = np.random.default_rng(0)
+    toks = rng.integers(0, cfg.vocab_size, (4, 17))
+    mask = (rng.random((4, 16)) < 0.8).astype(np.float32)
+    batch = {"inputs": jnp.asarray(toks[:, :-1]), "targets": jnp.asarray(toks[:, 1:]),
+             "segment_ids": jnp.ones((4, 16), jnp.int32), "positions": jnp.broadcast_to(jnp.arange(16), (4, 16)),
+             "loss_mask": jnp.asarray(mask)}
+    logits = np.asarray(F.forward(cfg, params, batch["inputs"], positions=batch["positions"]), np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    nll = logz - np.take_along_axis(logits, toks[:, 1:, None], -1)[..., 0]
+    optimizer = make_optimizer(OptimizerConfig(lr=1e-3, warmup_steps=1, total_steps=10))
+    step = jax.jit(make_train_step(cfg, optimizer, z_loss=1e-2, grad_accum=grad_accum))
+    _, _, m = step(params, optimizer.init(params), batch)
+    assert float(m["loss"]) == pytest.approx((nll * mask).sum() / mask.sum(), rel=1e-5)
+    assert float(m["z_loss"]) == pytest.approx(1e-2 * (logz ** 2 * mask).sum() / mask.sum(), rel=1e-5)
+    _, _, plain = jax.jit(make_train_step(cfg, optimizer))(params, optimizer.init(params), batch)
+    assert "z_loss" not in plain and float(plain["loss"]) == pytest.approx(float(m["loss"]), rel=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, prepared_data):
     from jaxcoder.config import base_config

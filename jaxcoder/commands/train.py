@@ -16,8 +16,16 @@ DRY_RUN = flags.DEFINE_bool("dry_run", False, "Compile the train step and report
 DRY_RUN_DEVICES = flags.DEFINE_integer("dry_run_devices", 0, "Fake CPU devices for --dry_run (0 = real ones).")
 
 
+def _exit_on_sigterm(signum, frame):
+    print("SIGTERM before the first step: nothing to save; exiting", flush=True)
+    raise SystemExit(0)
+
+
 def main(argv):
     del argv
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # until the run's own handler takes over
     cfg = common.require_config()
     if DRY_RUN.value or DRY_RUN_DEVICES.value:
         from jaxcoder.train.dry_run import GiB, dry_run

@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from jaxcoder.fields import check, field
+
 _WORD = re.compile(r"\S+")  # whitespace-delimited words: 10 of them span about a line of code
 # Trivial HumanEval solutions that StarCoder does not use as contamination strings.
 _TRIVIAL = {"return x + y", "return len(string)", "return n**2", "return ''.join(strings)"}
@@ -26,12 +28,15 @@ _TRIVIAL = {"return x + y", "return len(string)", "return n**2", "return ''.join
 
 @dataclasses.dataclass(frozen=True)
 class DecontamConfig:
-    rule: str = "ngram"  # ngram | substring
-    ngram: int = 10
-    min_ngram: int = 3
+    rule: str = field("ngram", choices=("ngram", "substring"))
+    ngram: int = field(10, ge=1)
+    min_ngram: int = field(3, ge=1)
     humaneval: bool = True
     extra_files: tuple[str, ...] = ()  # JSONL (any string fields) or text files
     normalize_whitespace: bool = True  # substring rule: StarCoder2's whitespace-insensitive match
+
+    def __post_init__(self):
+        check(self, "data.decontamination")
 
 
 def humaneval_strings() -> list[str]:

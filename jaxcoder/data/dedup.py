@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxcoder.fields import check, field
+
 NON_ALPHA = re.compile("[^A-Za-z_0-9]")  # bigcode splits on this
 # The same split on bytes, twice as fast as a regex: every other byte becomes a space.
 _WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -30,11 +32,14 @@ _SPLIT_TABLE = bytes(c if c in _WORD_BYTES else 0x20 for c in range(256))
 
 @dataclasses.dataclass(frozen=True)
 class DedupConfig:
-    ngram: int = 5
-    num_perm: int = 256
-    threshold: float = 0.7
-    min_tokens: int = 5  # documents with fewer tokens get no signature (never near-duplicates)
-    seed: int = 42
+    ngram: int = field(5, ge=1)
+    num_perm: int = field(256, ge=1)
+    threshold: float = field(0.7, gt=0, le=1)
+    min_tokens: int = field(5, ge=0)  # documents with fewer tokens get no signature (never near-duplicates)
+    seed: int = field(42, ge=0)
+
+    def __post_init__(self):
+        check(self, "data.dedup")
 
 
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:

@@ -11,22 +11,27 @@ import dataclasses
 import re
 from html.parser import HTMLParser
 
+from jaxcoder.fields import check, field
+
 
 @dataclasses.dataclass(frozen=True)
 class FilterConfig:
-    max_file_bytes: int = 1_000_000
-    min_file_bytes: int = 1
-    max_line_length: int = 1000
-    max_mean_line_length: float = 100.0
-    min_alphanum_fraction: float = 0.25
-    min_alpha_fraction: float = 0.25  # DeepSeek's description of the StarCoder rules
-    json_yaml_min_chars: int = 50
-    json_yaml_max_chars: int = 5000
-    html_min_text_fraction: float = 0.2
-    html_min_text_chars: int = 100
+    max_file_bytes: int = field(1_000_000, ge=1)
+    min_file_bytes: int = field(1, ge=0)
+    max_line_length: int = field(1000, ge=1)
+    max_mean_line_length: float = field(100.0, gt=0)
+    min_alphanum_fraction: float = field(0.25, ge=0, le=1)
+    min_alpha_fraction: float = field(0.25, ge=0, le=1)  # DeepSeek's description of the StarCoder rules
+    json_yaml_min_chars: int = field(50, ge=0)
+    json_yaml_max_chars: int = field(5000, ge=0)
+    html_min_text_fraction: float = field(0.2, ge=0, le=1)
+    html_min_text_chars: int = field(100, ge=0)
     drop_generated: bool = True
     # Languages whose long lines are expected (data and prose formats): no line-length rule.
     long_line_languages: tuple[str, ...] = ("html", "json", "markdown", "tex", "xml", "restructuredtext")
+
+    def __post_init__(self):
+        check(self, "data.filters")
 
 
 def decode_bytes(data: bytes) -> tuple[str | None, str | None]:
@@ -89,7 +94,7 @@ def content_filter(text: str, language: str, cfg: FilterConfig) -> str | None:
     if language not in cfg.long_line_languages:
         if max(len(line) for line in lines) > cfg.max_line_length:
             return "max_line_length"
-        if n / len(lines) > cfg.max_mean_line_length:
+        if sum(len(line) for line in lines) / len(lines) > cfg.max_mean_line_length:  # bigcode: mean len(line)
             return "mean_line_length"
     alnum = sum(c.isalnum() for c in text)
     if alnum / n < cfg.min_alphanum_fraction:

@@ -3,7 +3,8 @@
 Per language: ArrayRecord source, globally shuffled with its own seed, repeated, and sliced by
 JAX process (each host reads its own share). Languages are mixed with the config's weights (token
 fractions, turned into record probabilities with each language's mean record length); FIM is
-applied per document *before* packing (DeepSeek-Coder, Bavarian et al.); documents (plus EOS) are
+applied per document *before* packing (DeepSeek-Coder, Bavarian et al.), with decisions drawn per
+stream (`stream_seed`); documents (plus EOS) are
 packed into rows of seq_len + 1 tokens with segment ids and restarting positions (long documents
 continue on the next row as a new segment); the rows are shuffled within a window of
 `shuffle_rows` (else a batch would be consecutive rows of one long document), batched and
@@ -96,8 +97,17 @@ class _Fim(grain.transforms.RandomMap):
 
     def random_map(self, element, rng: np.random.Generator):
         tok = self._tokenizer()
-        doc = permute(element, rng, tok, self.fim, self._ids, end_id=tok.eos_id) if self.fim.rate > 0 else element
-        return {"tokens": np.concatenate([doc, np.asarray([tok.eos_id], np.int32)])}
+        doc, last = element["tokens"], element["last"]
+        if self.fim.rate > 0:
+            doc = permute(doc, rng, tok, self.fim, self._ids, end_id=tok.eos_id, last=last)
+        # EOS ends a document; a stored piece of a longer one runs on (shards.CONTINUES).
+        return {"tokens": np.concatenate([doc, np.asarray([tok.eos_id], np.int32)]) if last else doc}
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of one loader stream's FIM decisions and row shuffle: each stream draws its own
+    (with the run seed, stream 0 draws what a one-stream run always drew)."""
+    return seed if stream == 0 else int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def to_model_batch(batch: dict) -> dict:
@@ -108,9 +118,8 @@ def to_model_batch(batch: dict) -> dict:
             "positions": pos[:, :-1], "loss_mask": same.astype(np.int32)}
 
 
-def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-    """One stream's dataset (`process_index` of `process_count` streams; batch_size rows per batch);
-    `iter()` it for a checkpointable iterator."""
+def documents(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+    """One stream's documents before packing: mixed by language, FIM-transformed, EOS appended."""
     manifest = shards.load_manifest(cfg.data_dir)
     tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
     if cfg.fim.rate > 0 and manifest["tokenizer"].get("layout") not in (None, cfg.fim.layout):
@@ -121,13 +130,20 @@ def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1
     for i, (lang, _) in enumerate(mixture):
         source = grain.sources.ArrayRecordDataSource(shards.shard_paths(cfg.data_dir, manifest, lang))
         ds = grain.MapDataset.source(source).seed(cfg.seed * 1000 + i).shuffle().repeat()
-        parts.append(ds[process_index::process_count].map(shards.decode_record))
+        parts.append(ds[process_index::process_count].map(shards.decode_piece))
     ds = grain.MapDataset.mix(parts, record_weights(manifest, mixture)) if len(parts) > 1 else parts[0]
-    ds = ds.random_map(_Fim(tok_path, cfg.fim), seed=cfg.seed)
+    return ds.random_map(_Fim(tok_path, cfg.fim), seed=stream_seed(cfg.seed, process_index))
+
+
+def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+    """One stream's dataset (`process_index` of `process_count` streams; batch_size rows per batch);
+    `iter()` it for a checkpointable iterator."""
+    ds = documents(cfg, process_index=process_index, process_count=process_count)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=64))
     it = grain.experimental.ConcatThenSplitIterDataset(it, length_struct={"tokens": cfg.seq_len + 1})
     if cfg.shuffle_rows > 1:
-        it = grain.experimental.WindowShuffleIterDataset(it, window_size=cfg.shuffle_rows, seed=cfg.seed + 1)
+        it = grain.experimental.WindowShuffleIterDataset(it, window_size=cfg.shuffle_rows,
+                                                         seed=stream_seed(cfg.seed, process_index) + 1)
     it = it.batch(cfg.batch_size, drop_remainder=True).map(to_model_batch)
     if cfg.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
@@ -158,8 +174,9 @@ def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDa
     if not paths:
         raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
     eos = Tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_record)
-    ds = ds.map(lambda t: {"tokens": np.concatenate([t, np.asarray([eos], np.int32)])})
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_piece)
+    ds = ds.map(lambda p: {"tokens": np.concatenate([p["tokens"], np.asarray([eos], np.int32)]) if p["last"]
+                           else p["tokens"]})
     it = grain.experimental.ConcatThenSplitIterDataset(ds.to_iter_dataset(), length_struct={"tokens": cfg.seq_len + 1})
     return it.batch(cfg.batch_size, drop_remainder=False).map(lambda b: to_model_batch(_pad_rows(b, cfg.batch_size)))
 

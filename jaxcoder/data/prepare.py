@@ -150,7 +150,7 @@ def encode_shard(job: tuple[str, str, list[str], int]) -> dict:
     if tok is None or str(tok.path) != tok_path:
         tok = _WORKER["tokenizer"] = Tokenizer(tok_path)
     docs = [np.asarray(ids, np.int32) for ids in tok.encode_batch(texts)]
-    records = [r for d in docs for r in shards.split_record(d, max_tokens, tok.line_ends())]
+    records = [r for d in docs for r in shards.to_records(d, max_tokens, tok.line_ends())]
     shards.write_shard(Path(out_path), records)
     return {"records": len(records), "tokens": int(sum(len(d) for d in docs)),
             "split_samples": sum(max_tokens > 0 and len(d) > max_tokens for d in docs)}
@@ -159,6 +159,7 @@ def encode_shard(job: tuple[str, str, list[str], int]) -> dict:
 # ------------------------------------------------------------- orchestration
 def _fingerprint(cfg: PrepareConfig, repos: list[Repo]) -> str:
     h = hashlib.sha256(json.dumps(cfg.to_json(), sort_keys=True, default=str).encode())
+    h.update(f"format {shards.FORMAT}".encode())  # shards written by older code are rebuilt
     for r in repos:
         h.update(r.name.encode())
         if r.root is not None:
@@ -186,7 +187,8 @@ def _pool(cfg: PrepareConfig):
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
     """Runs the whole preparation; returns the manifest."""
     start = time.perf_counter()
-    repos = discover(cfg.repo_dirs, cfg.repo_roots, cfg.records, cfg.exclude)
+    skipped: list[dict] = []  # malformed records of record files
+    repos = discover(cfg.repo_dirs, cfg.repo_roots, cfg.records, cfg.exclude, skipped=skipped)
     out_dir = Path(cfg.out_dir)
     fingerprint = _fingerprint(cfg, repos)
     manifest_path = out_dir / shards.MANIFEST
@@ -202,7 +204,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
 
     pool, workers = _pool(cfg)
     try:
-        counts: Counter = Counter()
+        counts: Counter = Counter(f"dropped/{s['reason']}" for s in skipped)
         per_repo: list[tuple[str, list[RepoFile]]] = []
         seen: set[str] = set()
         bar = tqdm(total=len(repos), desc="read + filter", unit="repo", disable=not progress, mininterval=1.0)
@@ -291,6 +293,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
         "tokenizer": {"path": "tokenizer.model", "sha256": tok.sha256(), "vocab_size": tok.vocab_size,
                       "layout": cfg.tokenizer_layout},
         "repositories": len(repos),
+        "skipped_records": skipped[:20],  # the first malformed records: file, line, reason
         "workers": workers,
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -9,7 +9,9 @@ Layout of a prepared directory:
 Records hold raw little-endian int32 token ids (no EOS: the loader appends it after FIM). Samples
 longer than `data.max_sample_tokens` are stored as several consecutive records (`split_record`), so
 one huge repository cannot hold a loader for thousands of steps, and mixture weights (by tokens)
-can be turned into record weights.
+can be turned into record weights. Every piece but a document's last ends with the id -1
+(`CONTINUES`, never a token): the loader then knows not to end it with EOS, which would teach the
+model to stop files mid-way.
 `group_size:1` keeps every record randomly accessible for Grain's global shuffle.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # 2: pieces of split documents carry the CONTINUES marker
 
 
 def write_shard(path: Path, docs: list[np.ndarray]) -> int:
@@ -53,16 +56,49 @@ def split_record(ids: np.ndarray, max_tokens: int, line_ends: np.ndarray) -> lis
     return pieces
 
 
+CONTINUES = -1
+
+
+def to_records(ids: np.ndarray, max_tokens: int, line_ends: np.ndarray) -> list[np.ndarray]:
+    """A document's records: its pieces (`split_record`), all but the last marked CONTINUES."""
+    pieces = split_record(ids, max_tokens, line_ends)
+    return [np.append(p, CONTINUES).astype(np.int32) for p in pieces[:-1]] + [pieces[-1]]
+
+
+def decode_piece(record: bytes) -> dict:
+    """{"tokens": the record's tokens, "last": whether it ends its document}."""
+    ids = np.frombuffer(record, "<i4").astype(np.int32)
+    last = not (len(ids) and ids[-1] == CONTINUES)
+    return {"tokens": ids if last else ids[:-1], "last": last}
+
+
 def decode_record(record: bytes) -> np.ndarray:
-    return np.frombuffer(record, "<i4").astype(np.int32)
+    """The record's tokens (without the CONTINUES marker)."""
+    return decode_piece(record)["tokens"]
 
 
 def read_shard(path: Path) -> list[np.ndarray]:
+    """Every record's tokens, pieces of long documents as they are stored."""
+    return [p["tokens"] for p in read_pieces(path)]
+
+
+def read_documents(path: Path) -> list[np.ndarray]:
+    """Whole documents: the pieces of each long one joined again."""
+    docs, parts = [], []
+    for piece in read_pieces(path):
+        parts.append(piece["tokens"])
+        if piece["last"]:
+            docs.append(np.concatenate(parts) if len(parts) > 1 else parts[0])
+            parts = []
+    return docs
+
+
+def read_pieces(path: Path) -> list[dict]:
     from array_record.python.array_record_module import ArrayRecordReader
 
     reader = ArrayRecordReader(str(path))
     try:
-        return [decode_record(r) for r in reader.read_all()]
+        return [decode_piece(r) for r in reader.read_all()]
     finally:
         reader.close()
 

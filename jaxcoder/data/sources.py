@@ -69,26 +69,57 @@ def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _read_records(path: Path) -> Iterator[dict]:
+RECORD_FIELDS = ("repo", "path", "content")
+
+
+def _read_records(path: Path) -> Iterator[tuple[int, object]]:
+    """(line or row number, the parsed record, or an error reason string) of a record file."""
     if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
         try:
-            import pyarrow.parquet as pq
-        except ImportError as e:  # pragma: no cover - pyarrow is a dependency
-            raise RuntimeError(f"reading {path} needs pyarrow") from e
-        for batch in pq.ParquetFile(path).iter_batches(columns=["repo", "path", "content"]):
-            yield from batch.to_pylist()
+            table = pq.ParquetFile(path)
+            names = set(table.schema_arrow.names)
+        except Exception as e:  # noqa: BLE001 - any pyarrow failure: not a readable Parquet file
+            raise ValueError(f"data.sources.records: {path} is not a readable Parquet file ({e})") from None
+        missing = [c for c in RECORD_FIELDS if c not in names]
+        if missing:
+            raise ValueError(f"data.sources.records: {path} has no column(s) {', '.join(missing)} "
+                             f"(records need {', '.join(RECORD_FIELDS)})")
+        n = 0
+        for batch in table.iter_batches(columns=list(RECORD_FIELDS)):
+            for rec in batch.to_pylist():
+                n += 1
+                yield n, rec
         return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not a JSON record ({e.msg})") from e
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield n, json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield n, "record_not_utf8"
+            except json.JSONDecodeError:
+                yield n, "record_not_json"
 
 
-def discover(repo_dirs=(), repo_roots=(), record_files=(), exclude=DEFAULT_EXCLUDE) -> list[Repo]:
-    """All repositories named by the config, sorted by name (duplicate names are refused)."""
+def _record_problem(rec) -> str | None:
+    if isinstance(rec, str):
+        return rec
+    if not isinstance(rec, dict):
+        return "record_not_an_object"
+    if any(rec.get(k) is None for k in RECORD_FIELDS):
+        return "record_missing_fields"
+    if not isinstance(rec["content"], str) or not isinstance(rec["path"], str):
+        return "record_wrong_types"
+    return None
+
+
+def discover(repo_dirs=(), repo_roots=(), record_files=(), exclude=DEFAULT_EXCLUDE,
+             skipped: list[dict] | None = None) -> list[Repo]:
+    """All repositories named by the config, sorted by name (duplicate names are refused). A
+    malformed record is skipped and, when `skipped` is given, reported there as {file, line, reason}."""
     exclude = tuple(exclude)
     repos: list[Repo] = []
     for d in repo_dirs:
@@ -110,11 +141,13 @@ def discover(repo_dirs=(), repo_roots=(), record_files=(), exclude=DEFAULT_EXCLU
         if not p.exists():
             raise FileNotFoundError(f"data.sources.records: {f} does not exist")
         grouped: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for n, rec in enumerate(_read_records(p)):
-            missing = {"repo", "path", "content"} - set(rec)
-            if missing:
-                raise ValueError(f"{p}: record {n} lacks field(s) {', '.join(sorted(missing))}")
-            grouped[str(rec["repo"])].append((str(rec["path"]), str(rec["content"])))
+        for n, rec in _read_records(p):
+            problem = _record_problem(rec)
+            if problem:
+                if skipped is not None:
+                    skipped.append({"file": str(p), "line": n, "reason": problem})
+                continue
+            grouped[str(rec["repo"])].append((rec["path"], rec["content"]))
         repos += [Repo(name=name, records=tuple(sorted(files))) for name, files in sorted(grouped.items())]
     names = [r.name for r in repos]
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -8,8 +8,10 @@ costs ~7% compression on Python (shared/reference/libraries.md §5.1).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -18,11 +20,26 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from jaxcoder.fields import check, field
+
 # Marker tokens of the two FIM/metadata layouts (code-llm-papers.md §1).
 STARCODER_TOKENS = ("<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>", "<repo_name>")
 DEEPSEEK_TOKENS = ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>")
 TOKEN_LAYOUTS = {"starcoder": STARCODER_TOKENS, "deepseek": DEEPSEEK_TOKENS}
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """The `tokenizer` section."""
+
+    path: str | None = None  # an existing sentencepiece model; else `data prepare` trains one
+    vocab_size: int = field(8192, ge=1)  # of a tokenizer `data prepare` trains
+    layout: str = field("starcoder", choices=tuple(TOKEN_LAYOUTS))  # FIM/metadata tokens
+    train_docs: int = field(2000, ge=1)  # documents sampled to train a tokenizer
+
+    def __post_init__(self):
+        check(self, "tokenizer")
 
 
 def _chunks(texts: Iterable[str], max_chars: int = 4096) -> Iterator[str]:
@@ -40,7 +57,7 @@ def _chunks(texts: Iterable[str], max_chars: int = 4096) -> Iterator[str]:
 
 def train_tokenizer(texts: Iterable[str], out_path: str | os.PathLike, *, vocab_size: int = 8192,
                     layout: str = "starcoder", max_sentences: int = 2_000_000, num_threads: int | None = None,
-                    ) -> Path:
+                    vocab_field: str = "tokenizer.vocab_size") -> Path:
     """Trains a BPE model on `texts` and writes `out_path` (a .model file)."""
     if layout not in TOKEN_LAYOUTS:
         raise ValueError(f"tokenizer.layout must be one of {', '.join(TOKEN_LAYOUTS)}, got {layout!r}")
@@ -48,16 +65,37 @@ def train_tokenizer(texts: Iterable[str], out_path: str | os.PathLike, *, vocab_
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "code")
-        spm.SentencePieceTrainer.train(
+        _train_checked(
             sentence_iterator=_chunks(texts), model_prefix=prefix, model_type="bpe", vocab_size=vocab_size,
             normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
             allow_whitespace_only_pieces=True, split_digits=True, byte_fallback=True,
             character_coverage=0.99995, max_sentencepiece_length=16, max_sentence_length=16384,
             user_defined_symbols=list(TOKEN_LAYOUTS[layout]), pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
             eos_id=EOS_ID, num_threads=num_threads or os.cpu_count(), input_sentence_size=max_sentences,
-            shuffle_input_sentence=True, minloglevel=2)
+            shuffle_input_sentence=True, minloglevel=2, vocab_size_field=vocab_field)
         out_path.write_bytes(_without_run_details(Path(prefix + ".model").read_bytes()))
     return out_path
+
+
+def _train_checked(*, vocab_size_field: str, **kwargs) -> None:
+    """SentencePieceTrainer.train, its vocabulary-size failures turned into one line that names the
+    config field and the size this corpus supports."""
+    try:
+        spm.SentencePieceTrainer.train(**kwargs)
+    except RuntimeError as e:
+        text, size = str(e), kwargs["vocab_size"]
+        most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", text)
+        least = re.search(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)", text)
+        if most:
+            raise ValueError(f"{vocab_size_field}={size} is more than this corpus can support: at most "
+                             f"{most[1]}; set --config.{vocab_size_field}={most[1]} or less, or add data") from None
+        if least:
+            raise ValueError(f"{vocab_size_field}={size} is less than the {least[1]} distinct characters and "
+                             f"special tokens of this corpus need; set --config.{vocab_size_field} to at least "
+                             f"{least[1]}") from None
+        if "!sentences_.empty()" in text:
+            raise ValueError("no text to train the tokenizer on (every document was dropped or empty)") from None
+        raise
 
 
 def _without_run_details(model: bytes) -> bytes:

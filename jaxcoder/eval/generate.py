@@ -131,8 +131,12 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], s: Samp
     b = len(prompts)
     p_len = max(32, 1 << (max(len(p) for p in prompts) - 1).bit_length())  # powers of two: few compiles
     total = p_len + s.max_new_tokens
-    if total > cfg.max_seq_len and cfg.position == "learned":
-        raise ValueError(f"prompt + max_new_tokens = {total} exceeds model.max_seq_len {cfg.max_seq_len}")
+    # Positions restart at 0 in every (left-padded) row, so the padding never needs a position.
+    longest = max(len(p) for p in prompts) + s.max_new_tokens - 1
+    if cfg.position == "learned" and longest >= cfg.max_seq_len:
+        raise ValueError(f"the longest prompt ({max(len(p) for p in prompts)} tokens) + max_new_tokens "
+                         f"({s.max_new_tokens}) reaches position {longest}, past model.max_seq_len "
+                         f"{cfg.max_seq_len} (learned positions)")
     tokens = np.zeros((b, p_len), np.int32)
     seg = np.zeros((b, p_len), np.int32)
     positions = np.zeros((b, p_len), np.int32)

@@ -24,7 +24,7 @@ from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
 from jaxcoder.eval import humaneval, infilling, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, place, truncate
-from jaxcoder.eval.sandbox import SandboxConfig, isolation, run_many
+from jaxcoder.eval.sandbox import SandboxConfig, describe, isolation, run_many
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.train.checkpoint import load_params, read_meta, recorded_layout
 
@@ -111,7 +111,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
     out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / run_name
     store = SampleStore(out_dir / "samples.jsonl")
     results: dict = {"checkpoint": str(checkpoint), "step": 0 if untrained else step, "untrained": untrained,
-                     "sandbox_isolation": isolation()}
+                     "sandbox_isolation": describe(isolation())}
     decode = tok.decode
     start = time.perf_counter()
     try:
@@ -208,7 +208,7 @@ def _heldout_texts(data_dir: str, tok: Tokenizer, languages=()) -> list[str]:
     texts = []
     for language in sorted(languages or held):
         for p in shards.shard_paths(data_dir, manifest, language, "heldout"):
-            texts += [tok.decode(d.tolist()) for d in shards.read_shard(Path(p))]
+            texts += [tok.decode(d.tolist()) for d in shards.read_documents(Path(p))]
     if not texts:
         raise ValueError(f"{data_dir} has no held-out shards for the held-out FIM tasks (data.heldout_fraction was 0)")
     return texts

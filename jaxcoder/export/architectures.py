@@ -33,9 +33,20 @@ def rope_to_hf(rope: RopeConfig) -> dict:
         params.update(low_freq_factor=rope.low_freq_factor, high_freq_factor=rope.high_freq_factor)
     if rope.scaling == "yarn":
         params.update(beta_fast=rope.beta_fast, beta_slow=rope.beta_slow)
-        if rope.attention_factor is not None:
-            params["attention_factor"] = rope.attention_factor
+        for name in ("attention_factor", "mscale", "mscale_all_dim"):
+            if getattr(rope, name) is not None:
+                params[name] = getattr(rope, name)
+        if not rope.truncate:
+            params["truncate"] = False
     return params
+
+
+# The rope parameters each scaling reads (besides rope_type / type / rope_theta); anything else in
+# config.json would change the model in a way jaxcoder would not reproduce, so it is refused.
+_ROPE_KEYS = {"default": set(), "linear": {"factor"},
+              "llama3": {"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"},
+              "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "attention_factor",
+                       "mscale", "mscale_all_dim", "truncate"}}
 
 
 def rope_from_hf(hf: dict) -> RopeConfig:
@@ -45,19 +56,30 @@ def rope_from_hf(hf: dict) -> RopeConfig:
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.get("rope_type") or legacy.get("rope_type") or legacy.get("type") or "default"
     merged = {**legacy, **params}
+    if kind not in _ROPE_KEYS:
+        raise ExportError(f"rope_type {kind!r} in config.json is not supported (linear, llama3, yarn are)")
+    partial = merged.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    unknown = sorted(set(merged) - _ROPE_KEYS[kind] - {"rope_type", "type", "rope_theta", "partial_rotary_factor"})
+    if unknown or partial not in (None, 1, 1.0):
+        fields = [*unknown, *(["partial_rotary_factor"] if partial not in (None, 1, 1.0) else [])]
+        raise ExportError(f"config.json rope parameter(s) {', '.join(fields)} (rope_type {kind!r}) are not "
+                          "supported; jaxcoder would compute a different RoPE")
     if kind == "default":
         return RopeConfig(theta=float(theta))
-    if kind not in ("linear", "llama3", "yarn"):
-        raise ExportError(f"rope_type {kind!r} in config.json is not supported (linear, llama3, yarn are)")
     defaults = RopeConfig()
+    original = merged.get("original_max_position_embeddings")
+    factor = merged.get("factor")
+    if factor is None and kind == "yarn" and original:  # transformers' rule (DeepSeek-V3 configs)
+        factor = hf["max_position_embeddings"] / original
     return RopeConfig(
-        theta=float(theta), scaling=kind, factor=float(merged.get("factor", 1.0)),
-        original_max_position=merged.get("original_max_position_embeddings"),
+        theta=float(theta), scaling=kind, factor=float(1.0 if factor is None else factor),
+        original_max_position=original,
         low_freq_factor=float(merged.get("low_freq_factor", defaults.low_freq_factor)),
         high_freq_factor=float(merged.get("high_freq_factor", defaults.high_freq_factor)),
         beta_fast=float(merged.get("beta_fast") or defaults.beta_fast),
         beta_slow=float(merged.get("beta_slow") or defaults.beta_slow),
-        attention_factor=merged.get("attention_factor"))
+        attention_factor=merged.get("attention_factor"), mscale=merged.get("mscale"),
+        mscale_all_dim=merged.get("mscale_all_dim"), truncate=bool(merged.get("truncate", True)))
 
 
 def _rope_json(cfg: ModelConfig) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,11 +12,30 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from jaxcoder.export.architectures import ExportError, choose_architecture, get_architecture
+from jaxcoder.fields import ConfigError, check, field
 from jaxcoder.model.config import ModelConfig
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The `export` section (the command's flags override it)."""
+
+    architecture: str = field("auto", choices=("auto", "llama", "starcoder2", "gpt_bigcode"))
+    dtype: str = field("float32", choices=tuple(_DTYPES))
+    max_shard_size: str = "5GB"
+
+    def __post_init__(self):
+        check(self, "export")
+        try:
+            if parse_size(self.max_shard_size) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"export.max_shard_size must be a positive size such as 5GB or 500MB; "
+                              f"got {self.max_shard_size!r}") from None
 
 
 def parse_size(size: str | int) -> int:

@@ -12,6 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from jaxcoder.fields import ConfigError, build, check, field
+
+__all__ = ["ConfigError", "ModelConfig", "RopeConfig"]
+
 NORMS = ("rmsnorm", "layernorm")
 MLPS = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned")
@@ -21,8 +25,6 @@ ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +35,23 @@ class RopeConfig:
     `linear` (positions divided by `factor`, DeepSeek-Coder), `llama3` and `yarn`.
     """
 
-    theta: float = 10000.0
-    scaling: str = "none"
-    factor: float = 1.0
-    original_max_position: int | None = None
-    low_freq_factor: float = 1.0
-    high_freq_factor: float = 4.0
-    beta_fast: float = 32.0
-    beta_slow: float = 1.0
-    attention_factor: float | None = None
+    theta: float = field(10000.0, gt=0)
+    scaling: str = field("none", choices=ROPE_SCALINGS)
+    factor: float = field(1.0, gt=0)
+    original_max_position: int | None = field(None, ge=1)
+    low_freq_factor: float = field(1.0, gt=0)
+    high_freq_factor: float = field(4.0, gt=0)
+    beta_fast: float = field(32.0, gt=0)
+    beta_slow: float = field(1.0, gt=0)
+    attention_factor: float | None = field(None, gt=0)
+    # YaRN's attention factor from two mscales (DeepSeek-V2/V3 style) and whether the correction
+    # range is rounded to whole dimensions (Hugging Face's `truncate`, default True).
+    mscale: float | None = field(None, ge=0)
+    mscale_all_dim: float | None = field(None, ge=0)
+    truncate: bool = True
+
+    def __post_init__(self):
+        check(self, "model.rope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +75,7 @@ class ModelConfig:
     rope: RopeConfig = RopeConfig()
     sliding_window: int | None = None
     tie_embeddings: bool = False
-    init_std: float = 0.02
+    init_std: float = field(0.02, gt=0)
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     remat: str = "full"
@@ -83,6 +93,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        check(self, "model")
         _choice("norm", self.norm, NORMS)
         _choice("mlp", self.mlp, MLPS)
         _choice("position", self.position, POSITIONS)
@@ -127,18 +138,24 @@ class ModelConfig:
             total += self.max_seq_len * d
         return total
 
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token: 6 per matmul weight plus causal attention (PaLM convention).
+    def mean_visible_keys(self, seq_len: int) -> float:
+        """Mean number of keys a query attends to in a causal row of `seq_len` tokens: query i sees
+        min(i + 1, window) keys (the window counts the query's own key, as in Hugging Face)."""
+        w = min(seq_len, self.sliding_window or seq_len)
+        return (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len
 
-        Embedding lookups cost no FLOPs, but the LM head matmul does, tied or not. Attention
-        is 12·L·H·hd·T for full attention, halved for causal; a sliding window caps T.
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6 per matmul weight plus attention (PaLM's convention).
+
+        Embedding lookups cost no FLOPs, but the LM head matmul does, tied or not. Attention costs
+        12·hd FLOPs per head, layer and visible (query, key) pair (QKᵀ and PV, forward and
+        backward), counted over the pairs the causal mask and sliding window leave visible.
         """
         lookup = self.vocab_size * self.d_model * (0 if self.tie_embeddings else 1)
         if self.position == "learned":
             lookup += self.max_seq_len * self.d_model
         matmul_params = self.param_count() - lookup
-        ctx = min(seq_len, self.sliding_window or seq_len)
-        attn = 12 * self.n_layers * self.n_heads * self.head_dim * ctx / 2
+        attn = 12 * self.n_layers * self.n_heads * self.head_dim * self.mean_visible_keys(seq_len)
         return 6 * matmul_params + attn
 
     # ------------------------------------------------------------ conversion
@@ -149,19 +166,10 @@ class ModelConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
         """Builds a config from a plain mapping (ConfigDict, JSON), rejecting unknown keys."""
         values = dict(values)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config field(s): {', '.join('model.' + u for u in unknown)}")
-        rope = values.pop("rope", None) or {}
-        if not isinstance(rope, RopeConfig):
-            rope = dict(rope)
-            rope_known = {f.name for f in dataclasses.fields(RopeConfig)}
-            bad = sorted(set(rope) - rope_known)
-            if bad:
-                raise ConfigError(f"unknown model config field(s): {', '.join('model.rope.' + b for b in bad)}")
-            rope = RopeConfig(**rope)
-        return cls(rope=rope, **values)
+        rope = values.get("rope")
+        if isinstance(rope, RopeConfig):
+            values["rope"] = dataclasses.asdict(rope)
+        return build(cls, values, "model")
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

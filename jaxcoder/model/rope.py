@@ -43,17 +43,25 @@ def inverse_frequencies(rope: RopeConfig, head_dim: int) -> tuple[np.ndarray, fl
         def correction_dim(rotations):
             return dim * math.log(old_ctx / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
-        low = max(math.floor(correction_dim(rope.beta_fast)), 0)
-        high = min(math.ceil(correction_dim(rope.beta_slow)), dim - 1)
+        low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
+        if rope.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
         if low == high:
             high += 0.001
         ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
         extrapolation = 1 - ramp
         inv_freq = (inv_freq / factor) * (1 - extrapolation) + inv_freq * extrapolation
+
+        def mscale(scale):
+            return 0.1 * scale * math.log(factor) + 1.0 if factor > 1 else 1.0
+
         if rope.attention_factor is not None:
             attention_factor = rope.attention_factor
+        elif rope.mscale and rope.mscale_all_dim:
+            attention_factor = mscale(rope.mscale) / mscale(rope.mscale_all_dim)
         else:
-            attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+            attention_factor = mscale(1.0)
     return inv_freq.astype(np.float32), float(attention_factor)
 
 

@@ -7,9 +7,24 @@ JAXCODER_PROCESS_ID) win; otherwise, when `distributed.auto` is set, JAX detects
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
+
+from jaxcoder.fields import check, field
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    coordinator: str | None = None  # host:port of process 0
+    num_processes: int | None = field(None, ge=1)
+    process_id: int | None = field(None, ge=0)
+    auto: bool = False  # let JAX detect TPU / SLURM / MPI / GKE clusters
+    local_devices: int = field(0, ge=0)  # >0: fake CPU devices per process (local multi-process runs)
+
+    def __post_init__(self):
+        check(self, "distributed")
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,

@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
 import jax
 from jax.sharding import AxisType, Mesh
 
+from jaxcoder.fields import ConfigError, check, field
+from jaxcoder.parallel.rules import DEFAULT_RULES
+
 MESH_AXES = ("data", "stage", "fsdp", "tensor")
 
 
 class MeshError(ValueError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The `mesh` section: axis sizes (one may be -1: the remaining devices) and the rules table."""
+
+    data: int = -1
+    stage: int = 1
+    fsdp: int = 1
+    tensor: int = 1
+    num_devices: int = field(0, ge=0)  # use only the first N devices (0 = all)
+    # Logical axis name -> mesh axes; first applicable rule wins (jaxcoder/parallel/rules.py).
+    rules: tuple = DEFAULT_RULES
+
+    def __post_init__(self):
+        check(self, "mesh")
+        bad = [f"mesh.{a}={getattr(self, a)}" for a in MESH_AXES if getattr(self, a) == 0 or getattr(self, a) < -1]
+        free = [f"mesh.{a}=-1" for a in MESH_AXES if getattr(self, a) == -1]
+        if bad or len(free) > 1:
+            raise ConfigError(f"mesh sizes must be positive with at most one -1; got {', '.join(bad or free)}")
+
+    def sizes(self) -> dict[str, int]:
+        return {a: getattr(self, a) for a in MESH_AXES}
+
+    def rules_table(self) -> tuple:
+        """The rules as (name, target) pairs with tuple targets (lists come back from JSON and CLI)."""
+        return tuple((str(name), target if target is None or isinstance(target, str) else tuple(target))
+                     for name, target in self.rules)
 
 
 def resolve_axis_sizes(sizes: Mapping[str, int], n_devices: int) -> dict[str, int]:
@@ -47,10 +79,10 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
 def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq_len: int) -> None:
     """Errors that name the problem before anything compiles."""
     tp = sizes.get("tensor", 1)
-    for field, value in (("n_heads", model_cfg.n_heads), ("n_kv_heads", model_cfg.n_kv_heads),
-                         ("d_ff", model_cfg.d_ff), ("vocab_size", model_cfg.vocab_size)):
+    for name, value in (("n_heads", model_cfg.n_heads), ("n_kv_heads", model_cfg.n_kv_heads),
+                        ("d_ff", model_cfg.d_ff), ("vocab_size", model_cfg.vocab_size)):
         if value % tp:
-            raise MeshError(f"model.{field} ({value}) is not divisible by mesh.tensor ({tp})")
+            raise MeshError(f"model.{name} ({value}) is not divisible by mesh.tensor ({tp})")
     fsdp = sizes.get("fsdp", 1)
     if model_cfg.d_model % fsdp:
         raise MeshError(f"model.d_model ({model_cfg.d_model}) is not divisible by mesh.fsdp ({fsdp})")

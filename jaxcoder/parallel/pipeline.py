@@ -24,7 +24,19 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
+from jaxcoder.fields import check, field
 from jaxcoder.parallel.rules import active_mesh, constrain
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The `pipeline` section (pipeline parallelism is active when mesh.stage > 1)."""
+
+    microbatches: int = field(0, ge=0)  # 0 = 2 x mesh.stage
+    repeats: int = field(1, ge=1)  # 1 = GPipe; > 1 = circular
+
+    def __post_init__(self):
+        check(self, "pipeline")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,11 +38,17 @@ from jaxcoder.train.step import make_train_step
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after every step."""
+    """SIGTERM handling for a whole run. Before the first step (set-up, restore, data) there is
+    nothing new to save, so SIGTERM exits cleanly (status 0) at once; once `start()` was called it
+    becomes a flag the loop checks after every step (then saves and exits 0)."""
 
     def __init__(self):
         self.requested = False
+        self.started = False
         self._previous = None
+
+    def start(self) -> None:
+        self.started = True
 
     def __enter__(self):
         try:
@@ -52,6 +58,9 @@ class _Preemption:
         return self
 
     def _handle(self, signum, frame):
+        if not self.started:
+            print("SIGTERM before the first step: nothing to save; exiting", flush=True)
+            raise SystemExit(0)
         self.requested = True
 
     def __exit__(self, *exc):
@@ -131,6 +140,11 @@ class Setup:
 
 def train(cfg: ml_collections.ConfigDict) -> dict:
     """Trains (resuming from the latest checkpoint in workdir) and returns a summary."""
+    with _Preemption() as preempt:
+        return _train(cfg, preempt)
+
+
+def _train(cfg: ml_collections.ConfigDict, preempt: _Preemption) -> dict:
     st = setup(cfg)
     mcfg, ocfg, optimizer, mesh, sh = st.mcfg, st.ocfg, st.optimizer, st.mesh, st.sh
     workdir = Path(cfg.workdir)
@@ -208,7 +222,8 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
     stopped_early = False
     bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
                dynamic_ncols=True, mininterval=1.0, disable=not primary)
-    with _Preemption() as preempt, st.tracing():
+    preempt.start()
+    with st.tracing():
         for step in bar:
             batch = shard_lib.global_batch(next(data_iter), sh.batch)
             params, opt_state, m = train_step(params, opt_state, batch)
@@ -222,6 +237,8 @@ def train(cfg: ml_collections.ConfigDict) -> dict:
                           "grad_norm": float(np.mean([float(w["grad_norm"]) for w in window])),
                           "lr": float(lr_fn(step)), "tokens_per_s": tps,
                           "step_time_s": (now - t_last) / len(window)}
+                if "z_loss" in window[0]:
+                    record["z_loss"] = float(np.mean([float(w["z_loss"]) for w in window]))
                 util = mfu(tps, flops_per_token, mesh.size, peak)
                 if util is not None:
                     record["mfu"] = util

@@ -8,30 +8,28 @@ import dataclasses
 import jax
 import optax
 
+from jaxcoder.fields import check, field
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1  # StarCoder decays to 10% of the peak
-    warmup_steps: int = 2000
-    total_steps: int = 100_000
-    schedule: str = "cosine"  # cosine | linear | wsd (warmup-stable-decay) | constant
-    stable_fraction: float = 0.8  # wsd: fraction of all steps held at the peak
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
+    """AdamW and its schedule; the `train` section's optimizer fields are these (train/config.py)."""
+
+    lr: float = field(3e-4, gt=0)
+    min_lr_ratio: float = field(0.1, ge=0, le=1)  # StarCoder decays to 10% of the peak
+    warmup_steps: int = field(100, ge=0)
+    total_steps: int = field(1000, ge=1)  # train.steps
+    schedule: str = field("cosine", choices=("cosine", "linear", "wsd", "constant"))  # wsd: warmup-stable-decay
+    stable_fraction: float = field(0.8, ge=0, le=1)  # wsd: fraction of all steps held at the peak
+    b1: float = field(0.9, ge=0, lt=1)
+    b2: float = field(0.95, ge=0, lt=1)
+    eps: float = field(1e-8, gt=0)
+    weight_decay: float = field(0.1, ge=0)
     decay_embeddings: bool = False
-    clip_norm: float = 1.0
+    clip_norm: float = field(1.0, ge=0)  # global gradient norm; 0 = no clipping
 
     def __post_init__(self):
-        if self.schedule not in ("cosine", "linear", "wsd", "constant"):
-            raise ValueError(f"train.schedule must be cosine, linear, wsd or constant; got {self.schedule!r}")
-        if not 0.0 <= self.stable_fraction <= 1.0:
-            raise ValueError(f"train.stable_fraction must be in [0, 1], got {self.stable_fraction}")
-        if self.warmup_steps < 0 or self.total_steps <= 0:
-            raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be >= 0 and train.total_steps "
-                             f"({self.total_steps}) > 0")
+        check(self, "train")
 
 
 def learning_rate(cfg: OptimizerConfig) -> optax.Schedule:
@@ -67,7 +65,7 @@ def decay_mask(params, decay_embeddings: bool = False):
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity(),
         optax.adamw(learning_rate(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                     mask=lambda p: decay_mask(p, cfg.decay_embeddings)),
     )

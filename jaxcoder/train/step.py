@@ -2,7 +2,8 @@
 
 A batch is a dict of [B, T] arrays: `inputs`, `targets`, `segment_ids`, `positions` and
 `loss_mask` (0 where the target is padding or belongs to another document). The loss is the mean
-over all unmasked target tokens of the global batch, however it is split into microbatches.
+over all unmasked target tokens of the global batch, however it is split into microbatches; the
+optional z-loss (PaLM) is added to the objective but logged apart from the NLL.
 """
 
 from __future__ import annotations
@@ -18,45 +19,60 @@ from jaxcoder.model.config import ModelConfig
 from jaxcoder.parallel.pipeline import split_microbatches
 
 
-def token_nll(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> jax.Array:
-    """Per-token negative log-likelihood (float32); optional z-loss on log Z."""
+def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-token negative log-likelihood and log Z (both float32)."""
     logz = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = logz - target_logit
-    return nll + z_loss * jnp.square(logz) if z_loss else nll
+    return logz - target_logit, logz
 
 
-def summed_loss(cfg: ModelConfig, params, batch, z_loss: float = 0.0):
-    """(sum of masked token losses, number of unmasked tokens)."""
+def loss_sums(cfg: ModelConfig, params, batch, z_loss: float = 0.0) -> dict:
+    """Sums over the unmasked target tokens: `nll`, `z` (log Z squared; 0 unless z_loss) and `tokens`."""
     logits = F.forward(cfg, params, batch["inputs"], segment_ids=batch["segment_ids"],
                        positions=batch["positions"])
     mask = batch["loss_mask"].astype(jnp.float32)
-    return (token_nll(logits, batch["targets"], z_loss) * mask).sum(), mask.sum()
+    nll, logz = token_nll(logits, batch["targets"])
+    z = (jnp.square(logz) * mask).sum() if z_loss else jnp.zeros((), jnp.float32)
+    return {"nll": (nll * mask).sum(), "z": z, "tokens": mask.sum()}
+
+
+def summed_loss(cfg: ModelConfig, params, batch):
+    """(sum of masked token NLLs, number of unmasked tokens)."""
+    sums = loss_sums(cfg, params, batch)
+    return sums["nll"], sums["tokens"]
 
 
 def make_train_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, z_loss: float = 0.0,
                     grad_accum: int = 1) -> Callable:
     """(params, opt_state, batch) -> (params, opt_state, metrics). With grad_accum > 1 the batch is
     split into microbatches whose summed gradients give exactly the full-batch gradient."""
-    grad_fn = jax.value_and_grad(lambda p, b: summed_loss(cfg, p, b, z_loss), has_aux=True)
+    def objective(p, b):
+        sums = loss_sums(cfg, p, b, z_loss)
+        return (sums["nll"] + z_loss * sums["z"] if z_loss else sums["nll"]), sums
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def step(params, opt_state, batch):
         if grad_accum == 1:
-            (total, count), grads = grad_fn(params, batch)
+            (_, sums), grads = grad_fn(params, batch)
         else:
             def body(carry, micro):
-                (s, c), g = grad_fn(params, micro)
-                acc_g, acc_s, acc_c = carry
-                return (jax.tree.map(jnp.add, acc_g, g), acc_s + s, acc_c + c), None
+                (_, s), g = grad_fn(params, micro)
+                acc_g, acc_s = carry
+                return (jax.tree.map(jnp.add, acc_g, g), jax.tree.map(jnp.add, acc_s, s)), None
 
             zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
             micro = jax.tree.map(lambda x: split_microbatches(x, grad_accum), batch)
-            (grads, total, count), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), micro)
-        denom = jnp.maximum(count, 1.0)
+            init = {k: jnp.zeros((), jnp.float32) for k in ("nll", "z", "tokens")}
+            (grads, sums), _ = jax.lax.scan(body, (zeros, init), micro)
+        denom = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": total / denom, "grad_norm": optax.tree.norm(grads), "tokens": count}
+        # The logged loss is the NLL, comparable with the held-out loss; the z-loss term separately.
+        metrics = {"loss": sums["nll"] / denom, "grad_norm": optax.tree.norm(grads), "tokens": sums["tokens"]}
+        if z_loss:
+            metrics["z_loss"] = z_loss * sums["z"] / denom
         return params, opt_state, metrics
 
     return step

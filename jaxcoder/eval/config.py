@@ -1,0 +1,54 @@
+"""The `eval` section: which tasks `jaxcoder eval` runs, and how."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxcoder.fields import ConfigError, check, field
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanEvalConfig:
+    n_samples: int = field(1, ge=1)
+    temperature: float = field(0.0, ge=0)
+    top_p: float = field(0.95, gt=0, le=1)
+    max_new_tokens: int = field(512, ge=1)
+    limit: int = field(0, ge=0)  # the first N problems (0 = all 164)
+    ks: tuple[int, ...] = (1, 10, 100)
+    timeout_s: float = field(3.0, gt=0)
+
+    def __post_init__(self):
+        check(self, "eval.humaneval")
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ConfigError(f"eval.humaneval.ks must be positive integers; got {self.ks!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FimEvalConfig:
+    max_new_tokens: int = field(64, ge=1)
+    limit: int = field(0, ge=0)
+    heldout_lines: int = field(200, ge=0)
+    random_spans: int = field(200, ge=0)
+    max_context: int = field(1024, ge=1)
+    # held-out documents the held-out FIM tasks draw from (empty: all)
+    languages: tuple[str, ...] = ()
+    # the prompt order; spm needs a model trained with data.fim.spm_rate > 0
+    mode: str = field("psm", choices=("psm", "spm"))
+
+    def __post_init__(self):
+        check(self, "eval.fim")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    tasks: tuple[str, ...] = ("perplexity", "humaneval", "fim_single_line", "fim_heldout_line", "fim_random_span")
+    out_dir: str = ""  # default <workdir>/eval; results per checkpoint step under it
+    batch_size: int = field(16, ge=1)  # prompts decoded together
+    seq_len: int = field(1024, ge=1)  # perplexity rows
+    perplexity_batches: int = field(20, ge=1)  # per language
+    sandbox_workers: int = field(2, ge=1)
+    humaneval: HumanEvalConfig = HumanEvalConfig()
+    fim: FimEvalConfig = FimEvalConfig()
+
+    def __post_init__(self):
+        check(self, "eval")

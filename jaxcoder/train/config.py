@@ -1,0 +1,54 @@
+"""The `train` section: steps, batch, optimizer, logging and checkpointing of a run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxcoder.fields import check, field
+from jaxcoder.train.optimizer import OptimizerConfig
+
+_OPTIMIZER = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
+
+
+def _optimizer(name: str):
+    """The optimizer field's own default and bounds (OptimizerConfig is their one source)."""
+    f = _OPTIMIZER[name]
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(1000, ge=1)
+    # A checkpoint to start from when the workdir has none (continued pretraining, e.g. of an
+    # imported Hugging Face model); its model config must match this run's.
+    init_from: str | None = None
+    batch_size: int = field(8, ge=1)  # the global batch, in rows
+    seq_len: int = field(256, ge=1)
+    lr: float = _optimizer("lr")
+    min_lr_ratio: float = _optimizer("min_lr_ratio")
+    warmup_steps: int = _optimizer("warmup_steps")
+    schedule: str = _optimizer("schedule")
+    stable_fraction: float = _optimizer("stable_fraction")  # warmup-stable-decay: fraction of steps at peak lr
+    b1: float = _optimizer("b1")
+    b2: float = _optimizer("b2")
+    eps: float = _optimizer("eps")
+    weight_decay: float = _optimizer("weight_decay")
+    decay_embeddings: bool = _optimizer("decay_embeddings")
+    clip_norm: float = _optimizer("clip_norm")
+    z_loss: float = field(0.0, ge=0)
+    log_every: int = field(10, ge=1)
+    eval_every: int = field(100, ge=1)
+    eval_batches: int = field(4, ge=1)
+    checkpoint_every: int = field(200, ge=1)
+    keep_checkpoints: int = field(3, ge=1)
+    keep_every: int = field(0, ge=0)  # also keep every n-th step's checkpoint (0 = off)
+    checkpoint_minutes: float = field(0.0, ge=0)  # also save when this much time passed since the last save
+    grad_accum: int = field(1, ge=1)  # microbatches per step (batch_size is the global batch)
+    peak_tflops: float = field(0.0, ge=0)  # per device, for MFU; 0 = look the device up in a table
+
+    def __post_init__(self):
+        check(self, "train")
+
+    def optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(**{name: getattr(self, name) for name in _OPTIMIZER if name != "total_steps"},
+                               total_steps=self.steps)
