@@ -8,15 +8,16 @@ from pathlib import Path
 from jaxcoder.data.prepare import PrepareConfig, prepare
 
 
-def ensure_prepared(data_dir: str) -> Path:
-    """`data_dir` if it holds a manifest, else a fresh preparation of the stdlib into it."""
+def ensure_prepared(data_dir: str, kind: str = "sentencepiece") -> Path:
+    """`data_dir` if it holds a manifest, else a fresh preparation of the stdlib into it with a
+    tokenizer of `kind` trained there (sentencepiece, or hf: byte-level BPE)."""
     path = Path(data_dir)
     if not (path / "manifest.json").exists():
         stdlib = sysconfig.get_paths()["stdlib"]
         prepare(PrepareConfig(out_dir=str(path), repo_roots=(stdlib,),
                               repo_dirs=tuple(p for p in ("/usr/include/linux",) if Path(p).is_dir()),
                               exclude=("__pycache__", "site-packages", "test", "tests", "idlelib", "lib2to3"),
-                              tokenizer_vocab_size=8192))
+                              tokenizer_vocab_size=8192, tokenizer_kind=kind))
     return path
 
 

@@ -137,7 +137,8 @@ def prepare_config(cfg: ml_collections.ConfigDict):
         out_dir=d.prepared_dir, repo_dirs=d.sources.repo_dirs, repo_roots=d.sources.repo_roots,
         records=d.sources.records, exclude=d.sources.exclude, languages=d.languages, filters=d.filters,
         dedup=d.dedup, near_dedup=d.near_dedup, pii=d.pii, decontamination=d.decontamination,
-        repo_level=d.repo_level, repo_format=d.repo_format, tokenizer_path=t.path, tokenizer_vocab_size=t.vocab_size,
+        repo_level=d.repo_level, repo_format=d.repo_format, tokenizer_path=t.path, tokenizer_kind=t.kind,
+        tokenizer_vocab_size=t.vocab_size,
         tokenizer_layout=t.layout, tokenizer_train_docs=t.train_docs, tokens_per_shard=d.tokens_per_shard,
         max_sample_tokens=d.max_sample_tokens, heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
 

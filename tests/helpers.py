@@ -33,3 +33,65 @@ def cli_overrides(data_dir: str, workdir: str, steps: int, **extra) -> list[str]
              "train.log_every": 1, "train.eval_every": 1000, "train.checkpoint_every": 1000,
              "model.dtype": "float32", "tokenizer.layout": "starcoder", "data.fim.spm_rate": 0.5, **extra}
     return ["--config=configs/deepseek_coder.py:tiny", *(f"--config.{k}={v}" for k, v in flags.items())]
+
+
+DEEPSEEK_SPECIALS = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜fim▁hole｜>", "<｜fim▁begin｜>",
+                     "<｜fim▁end｜>")
+
+
+def deepseek_like_tokenizer(texts, out_dir, vocab_size: int = 1200):
+    """A stand-in for DeepSeek-Coder's tokenizer (no download): byte-level BPE behind a sequence of
+    regex splits whose first isolates each newline, its special tokens, BOS added to every
+    sequence by the post-processor and `add_bos_token`, and `LlamaTokenizerFast` named as its
+    class, as the published tokenizer_config.json does."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[\r\n]"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s?[A-Za-z\u00c0-\u024f]+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s?[!-/:-~！-／：-～‘-‟　-。]+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s+$"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"[一-龥ࠀ-一가-퟿]+"), behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(DEEPSEEK_SPECIALS),
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer)
+    bos = DEEPSEEK_SPECIALS[0]
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, tok.token_to_id(bos))])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+
+    def added(content):
+        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True, "rstrip": False,
+                "single_word": False}
+
+    config = {"add_bos_token": True, "add_eos_token": False, "bos_token": added(bos),
+              "eos_token": added(DEEPSEEK_SPECIALS[1]), "pad_token": added(DEEPSEEK_SPECIALS[1]), "legacy": True,
+              "model_max_length": 16384, "tokenizer_class": "LlamaTokenizerFast", "unk_token": None,
+              "clean_up_tokenization_spaces": False}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    return out
+
+
+def starcoder2_like_tokenizer(texts, out_dir, vocab_size: int = 1200):
+    """A stand-in for StarCoder2's tokenizer: jaxcoder's byte-level BPE trainer (GPT-2 regex, single
+    digits, StarCoder2's special tokens first) with the published tokenizer_config.json's fields."""
+    import json
+    from pathlib import Path
+
+    from jaxcoder.data.tokenizer import train_tokenizer
+
+    out = train_tokenizer(texts, out_dir, kind="hf", vocab_size=vocab_size, layout="starcoder")
+    config = {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+              "unk_token": "<|endoftext|>", "add_prefix_space": False, "model_max_length": 1_000_000_000,
+              "clean_up_tokenization_spaces": False}
+    (Path(out) / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return out

@@ -89,7 +89,7 @@ def test_documents_rejoin_and_rates_match(prepared_data, monkeypatch):
     from pathlib import Path
 
     from jaxcoder.data import fim as fim_module
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     chosen = []
     real_layout = fim_module.layout_tokens
@@ -101,7 +101,7 @@ def test_documents_rejoin_and_rates_match(prepared_data, monkeypatch):
     monkeypatch.setattr(fim_module, "layout_tokens", spy)
 
     cfg, manifest = prepared_data
-    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
     fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
     rng = np.random.default_rng(0)
     corpus = ["def add(a, b):\n    return a + b\n", "x = {'k': [1, 2, 3]}\n\n", "\tindent\n  é 🙂 <s>\n",
@@ -188,10 +188,10 @@ def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
     import sysconfig
     from pathlib import Path
 
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, _ = prepared_data
-    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
     fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
     text = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py").read_text()
     doc = np.asarray(tok.encode(text), np.int32)
@@ -227,10 +227,10 @@ def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
 def _real_tokenizer(prepared_data):
     from pathlib import Path
 
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, _ = prepared_data
-    return Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    return load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
 
 
 def test_starcoder2_repository_samples_are_fim_transformed_per_file(prepared_data):

@@ -77,10 +77,10 @@ def test_bad_files_are_counted_not_fatal(prepared):
 
 
 def test_shards_hold_redacted_ordered_documents(prepared):
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, m = prepared
-    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
     texts = [tok.decode(d.tolist()) for p in shards.shard_paths(cfg.out_dir, m, "python")
              for d in shards.read_shard(Path(p))]
     joined = "\n".join(texts)
@@ -177,7 +177,7 @@ def _pcfg(prepared_data, **kw):
 
 def test_packed_rows_keep_documents_apart(prepared_data):
     it = iter(pipeline.build(_pcfg(prepared_data, fim=FimConfig(rate=0.0))))
-    from jaxcoder.data.tokenizer import EOS_ID
+    from jaxcoder.data.spm_tokenizer import EOS_ID
     for _ in range(10):
         b = next(it)
         for row in range(4):
@@ -274,11 +274,11 @@ def test_heldout_batches_keep_every_row(prepared_data):
 
 
 def test_long_samples_are_stored_in_line_aligned_pieces(prepared_data):
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, m = prepared_data
     assert m["counts"]["samples_split"] > 0  # whole packages in dependency order outgrow 4096 tokens
-    tok = Tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
     records = [d for lang in m["shards"] for p in shards.shard_paths(cfg.out_dir, m, lang)
                for d in shards.read_shard(Path(p))]
     assert max(len(r) for r in records) <= cfg.max_sample_tokens

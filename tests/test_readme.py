@@ -29,21 +29,39 @@ def readme_blocks() -> list[list[str]]:
 
 
 def test_readme_command_blocks_run(tmp_path):
+    """The published model of the continued-pretraining runbook is a stand-in made here
+    (tests/test_published.py), and REPOS two standard-library packages."""
+    import shutil
+    import sysconfig
+
+    from test_published import make_standin
+
     blocks = readme_blocks()
     assert len(blocks) >= 4
     (tmp_path / "configs").symlink_to(ROOT / "configs")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    make_standin("deepseek", tmp_path / "hf" / "deepseek-coder-1.3b-base")
+    stdlib = sysconfig.get_paths()["stdlib"]
+    for package in ("json", "email"):
+        shutil.copytree(f"{stdlib}/{package}", tmp_path / "repos" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "REPOS": str(tmp_path / "repos")}
     env.pop("XLA_FLAGS", None)  # one device, as a user's shell
     for block in blocks:
         for command in block:
             command = command.replace("configs/demo.py", "configs/demo.py:smoke=1")
+            command = re.sub(r"(configs/continue\.py:\S+)", r"\1,smoke=1", command)
             proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                                   text=True, timeout=600)
             assert proc.returncode == 0, f"README command failed: {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # noqa: E501
     demo = tmp_path / "runs" / "demo"
     check = json.loads((demo / "hf.check.json").read_text())
     assert check["architecture"] == "LlamaForCausalLM" and check["completion_matches_jaxcoder"]
-    assert (tmp_path / "runs" / "continued" / "checkpoints").is_dir()
+    ds13 = tmp_path / "runs" / "ds13"
+    assert (ds13 / "continued" / "checkpoints" / "tokenizer" / "tokenizer.json").exists()
+    assert (ds13 / "continued" / "eval" / "step_12" / "results.json").exists()
+    original = tmp_path / "hf" / "deepseek-coder-1.3b-base" / "tokenizer.json"
+    assert (ds13 / "hf" / "tokenizer.json").read_bytes() == original.read_bytes()
     report = (demo / "report.md").read_text()
     assert (demo / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for section in ("## Data", "## Training", "## Evaluation", "## Hugging Face export"):

@@ -12,11 +12,11 @@ seqio = pytest.importorskip("seqio")
 
 def test_vocabulary_matches_sentencepiece(prepared_data):
     from jaxcoder.data.seqio_tasks import vocabulary
-    from jaxcoder.data.tokenizer import Tokenizer
+    from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, _ = prepared_data
     path = Path(cfg.out_dir) / "tokenizer.model"
-    vocab, tok = vocabulary(path), Tokenizer(path)
+    vocab, tok = vocabulary(path), load_tokenizer(path)
     text = "def f(x):\n\treturn x  # é\n"
     assert list(vocab.encode(text)) == tok.encode(text) and vocab.decode(tok.encode(text)) == text
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from absl import flags
 
 from jaxcoder.commands import common
-from jaxcoder.export.hf_io import export_hf
-from jaxcoder.train.checkpoint import load_params, recorded_layout
+from jaxcoder.export.checkpoint_io import export_checkpoint
+from jaxcoder.train.checkpoint import recorded_layout
 
 ARCH = flags.DEFINE_string("architecture", None, "llama | starcoder2 | gpt_bigcode | auto (default: "
                            "export.architecture of --config, else auto).")
@@ -36,20 +36,14 @@ def main(argv):
     out = Path(common.require(common.OUT, "the Hugging Face directory to write"))
     run = common.CONFIG.value
     exp = run.export if run is not None else {}
-    cfg, params, meta = load_params(ckpt, common.STEP.value)
-    tok_path = meta.get("tokenizer_path") or (run.tokenizer.path if run is not None else None)
-    special = None
-    if tok_path:
-        from jaxcoder.data.tokenizer import Tokenizer
-        special = Tokenizer(tok_path).special_tokens()
-    summary = export_hf(cfg, params, out, architecture=ARCH.value or exp.get("architecture", "auto"),
-                        dtype=DTYPE.value or exp.get("dtype", "float32"),
-                        max_shard_size=SHARD.value or exp.get("max_shard_size", "5GB"), special_tokens=special)
-    if tok_path:
-        from jaxcoder.data.tokenizer import save_hf_tokenizer
-        summary["tokenizer_files"] = save_hf_tokenizer(tok_path, out)
-    else:
-        print("warning: no tokenizer recorded in the checkpoint; the export has no tokenizer files")
+    summary, loaded = export_checkpoint(
+        ckpt, out, step=common.STEP.value, architecture=ARCH.value or exp.get("architecture", "auto"),
+        dtype=DTYPE.value or exp.get("dtype", "float32"),
+        max_shard_size=SHARD.value or exp.get("max_shard_size", "5GB"),
+        tokenizer_path=run.tokenizer.path if run is not None else None)
+    meta = loaded["meta"]
+    if loaded["tokenizer"] is None:
+        print("warning: the checkpoint carries no tokenizer; the export has no tokenizer files")
     print(f"exported step {meta.get('step')} to {out}: " + json.dumps(summary))
     if VERIFY.value:
         from jaxcoder.export.verify import verify_export
@@ -58,8 +52,8 @@ def main(argv):
         if INFILL_PREFIX.value is not None:
             infill = (common.unescape(INFILL_PREFIX.value), common.unescape(INFILL_SUFFIX.value))
         layout = recorded_layout(meta) or (run.tokenizer.layout if run is not None else None)
-        check = verify_export(out, cfg, params, common.unescape(VERIFY.value), NEW_TOKENS.value, infill=infill,
-                              layout=layout)
+        check = verify_export(out, loaded["cfg"], loaded["params"], common.unescape(VERIFY.value), NEW_TOKENS.value,
+                              infill=infill, layout=layout)
         check_path = out.with_name(out.name + ".check.json")
         check_path.write_text(json.dumps({"step": meta.get("step"), **check}, indent=2))
         print(f"export check written to {check_path}")

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimConfig, FimTokens, permute
-from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.data.tokenizer import load_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ class _Fim(grain.transforms.RandomMap):
 
     def _tokenizer(self):
         if self._tok is None:
-            self._tok = Tokenizer(self.tokenizer_path)
+            self._tok = load_tokenizer(self.tokenizer_path)
             self._ids = FimTokens.from_tokenizer(self._tok, self.fim.layout) if self.fim.rate > 0 else None
         return self._tok
 
@@ -99,7 +99,11 @@ class _Fim(grain.transforms.RandomMap):
         tok = self._tokenizer()
         doc, last = element["tokens"], element["last"]
         if self.fim.rate > 0:
-            doc = permute(doc, rng, tok, self.fim, self._ids, end_id=tok.eos_id, last=last)
+            # A document's BOS (tokenizers that add one) stays first, outside the FIM transform.
+            head = doc[:1] if tok.add_bos and len(doc) and doc[0] == tok.bos_id else doc[:0]
+            body = doc[len(head):]
+            body = permute(body, rng, tok, self.fim, self._ids, end_id=tok.eos_id, last=last)
+            doc = np.concatenate([head, body]) if len(head) else body
         # EOS ends a document; a stored piece of a longer one runs on (shards.CONTINUES).
         return {"tokens": np.concatenate([doc, np.asarray([tok.eos_id], np.int32)]) if last else doc}
 
@@ -122,9 +126,8 @@ def documents(cfg: PipelineConfig, *, process_index: int = 0, process_count: int
     """One stream's documents before packing: mixed by language, FIM-transformed, EOS appended."""
     manifest = shards.load_manifest(cfg.data_dir)
     tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
-    if cfg.fim.rate > 0 and manifest["tokenizer"].get("layout") not in (None, cfg.fim.layout):
-        raise ValueError(f"data.fim.layout={cfg.fim.layout!r} but {cfg.data_dir} was tokenized with the "
-                         f"{manifest['tokenizer']['layout']!r} layout's FIM tokens")
+    if cfg.fim.rate > 0:
+        load_tokenizer(tok_path).check_layout(cfg.fim.layout, "data.fim.rate > 0")
     mixture = resolve_mixture(manifest, cfg.mixture)
     parts = []
     for i, (lang, _) in enumerate(mixture):
@@ -173,7 +176,7 @@ def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDa
     paths = [p for lang in languages for p in shards.shard_paths(cfg.data_dir, manifest, lang, "heldout")]
     if not paths:
         raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
-    eos = Tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
+    eos = load_tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
     ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_piece)
     ds = ds.map(lambda p: {"tokens": np.concatenate([p["tokens"], np.asarray([eos], np.int32)]) if p["last"]
                            else p["tokens"]})

@@ -34,7 +34,8 @@ from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language, lang
 from jaxcoder.data.pii import redact
 from jaxcoder.data.repo_order import RepoFile, repo_samples
 from jaxcoder.data.sources import DEFAULT_EXCLUDE, Repo, discover
-from jaxcoder.data.tokenizer import Tokenizer, train_tokenizer
+from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from jaxcoder.fields import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,8 @@ class PrepareConfig:
     decontamination: DecontamConfig = DecontamConfig()
     repo_level: bool = True
     repo_format: str = "path_comment"  # path_comment | starcoder2
-    tokenizer_path: str | None = None  # an existing model; else one is trained into out_dir
+    tokenizer_path: str | None = None  # an existing tokenizer; else one is trained into out_dir
+    tokenizer_kind: str = "sentencepiece"  # of a trained one: sentencepiece | hf (byte-level BPE)
     tokenizer_vocab_size: int = 8192
     tokenizer_layout: str = "starcoder"
     tokenizer_train_docs: int = 2000
@@ -147,9 +149,11 @@ def encode_shard(job: tuple[str, str, list[str], int]) -> dict:
     job = (tokenizer path, shard path, texts, max_tokens)."""
     tok_path, out_path, texts, max_tokens = job
     tok = _WORKER.get("tokenizer")
-    if tok is None or str(tok.path) != tok_path:
-        tok = _WORKER["tokenizer"] = Tokenizer(tok_path)
-    docs = [np.asarray(ids, np.int32) for ids in tok.encode_batch(texts)]
+    if tok is None or _WORKER.get("tokenizer_path") != tok_path:
+        tok = _WORKER["tokenizer"] = load_tokenizer(tok_path)
+        _WORKER["tokenizer_path"] = tok_path
+    bos = [tok.bos_id] if tok.add_bos else []  # a model whose sequences start with BOS (DeepSeek-Coder's)
+    docs = [np.asarray(bos + ids, np.int32) for ids in tok.encode_batch(texts)]
     records = [r for d in docs for r in shards.to_records(d, max_tokens, tok.line_ends())]
     shards.write_shard(Path(out_path), records)
     return {"records": len(records), "tokens": int(sum(len(d) for d in docs)),
@@ -175,8 +179,40 @@ def _fingerprint(cfg: PrepareConfig, repos: list[Repo]) -> str:
                 h.update(path.encode())
                 h.update(hashlib.sha256(content.encode("utf-8", "surrogatepass")).digest())
     if cfg.tokenizer_path:
-        h.update(Path(cfg.tokenizer_path).read_bytes())
+        h.update(load_tokenizer(cfg.tokenizer_path).sha256().encode())
     return h.hexdigest()
+
+
+def _given_tokenizer(cfg: PrepareConfig) -> Tokenizer | None:
+    """tokenizer.path's tokenizer, checked against what the samples will need."""
+    tok = load_tokenizer(cfg.tokenizer_path) if cfg.tokenizer_path else None
+    needs_markers = cfg.repo_level and cfg.repo_format == "starcoder2"
+    if needs_markers and tok is not None:
+        missing = [t for t in ("<repo_name>", "<file_sep>") if not tok.has_token(t)]
+        if missing:
+            raise ConfigError(f"data.repo_format=starcoder2 writes {', '.join(missing)}, which the tokenizer at "
+                              f"{tok.path} lacks; use data.repo_format=path_comment")
+    elif needs_markers and cfg.tokenizer_layout != "starcoder":
+        raise ConfigError("data.repo_format=starcoder2 needs the starcoder tokenizer layout's <repo_name> and "
+                          "<file_sep> tokens; set tokenizer.layout=starcoder or data.repo_format=path_comment")
+    return tok
+
+
+def _tokenizer_for(cfg: PrepareConfig, kept: list[Sample], tmp: Path) -> Tokenizer:
+    """The given tokenizer copied into the prepared directory, or one trained there on a sample of
+    the kept documents: `tokenizer.model` (sentencepiece) or `tokenizer/` (hf)."""
+    given = _given_tokenizer(cfg)
+    kind = given.kind if given else cfg.tokenizer_kind
+    dest = tmp / ("tokenizer" if kind == "hf" else "tokenizer.model")
+    if given is not None and kind == "hf":
+        given.copy_to(dest)
+    elif given is not None:
+        shutil.copyfile(given.path, dest)
+    else:
+        step = max(1, len(kept) // cfg.tokenizer_train_docs)
+        train_tokenizer((s.text for s in kept[::step]), dest, kind=kind, vocab_size=cfg.tokenizer_vocab_size,
+                        layout=cfg.tokenizer_layout)
+    return load_tokenizer(dest)
 
 
 def _pool(cfg: PrepareConfig):
@@ -187,6 +223,7 @@ def _pool(cfg: PrepareConfig):
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
     """Runs the whole preparation; returns the manifest."""
     start = time.perf_counter()
+    _given_tokenizer(cfg)  # a tokenizer that cannot serve is refused before any work
     skipped: list[dict] = []  # malformed records of record files
     repos = discover(cfg.repo_dirs, cfg.repo_roots, cfg.records, cfg.exclude, skipped=skipped)
     out_dir = Path(cfg.out_dir)
@@ -239,14 +276,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
         if not kept:
             raise RuntimeError(f"data prepare: every file was dropped ({dict(counts)}); check data.sources")
 
-        tok_path = Path(cfg.tokenizer_path) if cfg.tokenizer_path else tmp / "tokenizer.model"
-        if cfg.tokenizer_path:
-            shutil.copy(tok_path, tmp / "tokenizer.model")
-        else:
-            step = max(1, len(kept) // cfg.tokenizer_train_docs)
-            train_tokenizer((s.text for s in kept[::step]), tok_path, vocab_size=cfg.tokenizer_vocab_size,
-                            layout=cfg.tokenizer_layout)
-        tok = Tokenizer(tmp / "tokenizer.model")
+        tok = _tokenizer_for(cfg, kept, tmp)
 
         splits: dict[str, dict[str, list[Sample]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
         for smp in kept:
@@ -264,7 +294,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
                 prefix = "" if split == "train" else "heldout-"
                 for k, part in enumerate(np.split(np.arange(len(docs)), bounds)):
                     rel = f"{slug}/{prefix}{slug}-{k:05d}-of-{n_shards:05d}.array_record"
-                    jobs.append((str(tmp / "tokenizer.model"), str(tmp / rel), [docs[i].text for i in part],
+                    jobs.append((str(tok.path), str(tmp / rel), [docs[i].text for i in part],
                                  cfg.max_sample_tokens))
                     plan.append((split, language, rel))
         shard_info: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
@@ -290,8 +320,9 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
         "shards": dict(train),
         "heldout_shards": dict(shard_info["heldout"]),
         "heldout_tokens": {lang: sum(x["tokens"] for x in v) for lang, v in sorted(shard_info["heldout"].items())},
-        "tokenizer": {"path": "tokenizer.model", "sha256": tok.sha256(), "vocab_size": tok.vocab_size,
-                      "layout": cfg.tokenizer_layout},
+        "tokenizer": {"path": tok.path.name, "kind": tok.kind, "sha256": tok.sha256(),
+                      "vocab_size": tok.vocab_size, "layout": cfg.tokenizer_layout, "bos_id": tok.bos_id,
+                      "eos_id": tok.eos_id, "add_bos": tok.add_bos},
         "repositories": len(repos),
         "skipped_records": skipped[:20],  # the first malformed records: file, line, reason
         "workers": workers,

@@ -65,16 +65,18 @@ def heldout_line_tasks(docs: list[str], n: int, seed: int = 0, max_line: int = 1
 def fim_prompt(tokenizer, ids: FimTokens, prefix: str, suffix: str, max_context: int, spm: bool = False) -> list[int]:
     """The infilling prompt, trimmed to max_context tokens (keeping the prefix's end and the
     suffix's start, the parts nearest the hole). PSM: `<pre> prefix <suf> suffix <mid>`; SPM
-    (StarCoder's variant): `<pre> <suf> suffix <mid> prefix`, so the middle continues the prefix."""
+    (StarCoder's variant): `<pre> <suf> suffix <mid> prefix`, so the middle continues the prefix.
+    BOS comes first for tokenizers that start every sequence with it (DeepSeek-Coder's)."""
     pre, suf = tokenizer.encode(prefix), tokenizer.encode(suffix)
-    budget = max_context - 3
+    bos = [tokenizer.bos_id] if getattr(tokenizer, "add_bos", False) else []
+    budget = max_context - 3 - len(bos)
     keep_suf = min(len(suf), budget // 2)
     keep_pre = min(len(pre), budget - keep_suf)
     keep_suf = min(len(suf), budget - keep_pre)
     pre, suf = pre[len(pre) - keep_pre:], suf[:keep_suf]
     if spm:
-        return [ids.prefix, ids.suffix, *suf, ids.middle, *pre]
-    return [ids.prefix, *pre, ids.suffix, *suf, ids.middle]
+        return [*bos, ids.prefix, ids.suffix, *suf, ids.middle, *pre]
+    return [*bos, ids.prefix, *pre, ids.suffix, *suf, ids.middle]
 
 
 def exact_match(generated: str, reference: str) -> bool:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcoder.data import pipeline, shards
-from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.data.tokenizer import load_tokenizer
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.train.step import summed_loss
 
@@ -76,7 +76,7 @@ def overall(per_language: dict) -> dict:
 def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: int, max_batches: int) -> dict:
     """Per-language held-out metrics of one model (`overall` combines them)."""
     manifest = shards.load_manifest(data_dir)
-    tok = Tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
+    tok = load_tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
     step = heldout_step(cfg, tok.byte_lengths())
     pcfg = pipeline.PipelineConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
     return {lang: metrics(s) for lang, s in heldout_sums(step, params, pcfg, max_batches).items()}

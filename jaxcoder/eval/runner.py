@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
-from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer
 from jaxcoder.eval import humaneval, infilling, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, place, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, describe, isolation, run_many
 from jaxcoder.model.config import ModelConfig
-from jaxcoder.train.checkpoint import load_params, read_meta, recorded_layout
+from jaxcoder.train.checkpoint import checkpoint_tokenizer, load_params, read_meta, recorded_layout
 
 TASKS = ("perplexity", "humaneval", "fim_single_line", "fim_heldout_line", "fim_random_span")
 FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span")
@@ -102,11 +102,13 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"eval.tasks: unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    tok_path = meta.get("tokenizer_path") or cfg.tokenizer.path
-    if not tok_path:
-        raise ValueError("the checkpoint records no tokenizer; set --config.tokenizer.path")
-    tok = Tokenizer(tok_path)
+    tok = checkpoint_tokenizer(checkpoint, meta) or (load_tokenizer(cfg.tokenizer.path) if cfg.tokenizer.path
+                                                     else None)
+    if tok is None:
+        raise ValueError(f"the checkpoint {checkpoint} carries no tokenizer; set --config.tokenizer.path")
     layout = recorded_layout(meta) or cfg.tokenizer.layout
+    if {"perplexity", "fim_heldout_line", "fim_random_span"} & set(tasks):
+        _check_data_tokenizer(cfg.data.prepared_dir, tok, checkpoint)
     run_name = f"untrained_seed{cfg.seed}" if untrained else f"step_{step}"
     out_dir = Path(e.out_dir or Path(cfg.workdir) / "eval") / run_name
     store = SampleStore(out_dir / "samples.jsonl")
@@ -127,7 +129,7 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
             probs = humaneval.problems()[: h.limit or None]
             tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
             keyed = [(f"he/{tag}/{p['task_id']}/{j}", p) for p in probs for j in range(h.n_samples)]
-            jobs = [(k, tok.encode(humaneval.prompt(p))) for k, p in keyed]
+            jobs = [(k, tok.encode_prompt(humaneval.prompt(p))) for k, p in keyed]
             _generate_missing(store, jobs, lambda t: truncate(decode(t), humaneval.STOP_WORDS), e.batch_size, s,
                               "humaneval: generate", mcfg, params, (tok.eos_id,),
                               lambda t: any(w in decode(t) for w in humaneval.STOP_WORDS), mesh)
@@ -146,7 +148,10 @@ def run(cfg: ml_collections.ConfigDict, checkpoint: str, step: int | None = None
                                     "temperature": h.temperature, "top_p": h.top_p,
                                     **humaneval.mean_pass_at_k(correct, tuple(h.ks))}
 
-        fim_ids = FimTokens.from_tokenizer(tok, layout) if set(FIM_TASKS) & set(tasks) else None
+        fim_ids = None
+        if set(FIM_TASKS) & set(tasks):
+            tok.check_layout(layout, "the FIM tasks")
+            fim_ids = FimTokens.from_tokenizer(tok, layout)
         heldout: list[str] = []  # decoded once, for both held-out tasks
         for task in FIM_TASKS:
             if task not in tasks:
@@ -197,6 +202,15 @@ def _fim_mode(mode: str, layout: str) -> str:
     return mode
 
 
+def _check_data_tokenizer(data_dir: str, tok: Tokenizer, checkpoint: str) -> None:
+    """Held-out data must be tokenized with the model's own tokenizer (perplexity reads its ids)."""
+    data_sha = shards.load_manifest(data_dir)["tokenizer"]["sha256"]
+    if data_sha != tok.sha256():
+        raise ValueError(f"{data_dir} was tokenized with another tokenizer than the checkpoint's; prepare it "
+                         f"with the model's own: jaxcoder data prepare --config.tokenizer.path={checkpoint} "
+                         f"--config.data.prepared_dir=...")
+
+
 def _heldout_texts(data_dir: str, tok: Tokenizer, languages=()) -> list[str]:
     """Decoded held-out documents, of the given languages only when any are named."""
     manifest = shards.load_manifest(data_dir)
@@ -208,7 +222,9 @@ def _heldout_texts(data_dir: str, tok: Tokenizer, languages=()) -> list[str]:
     texts = []
     for language in sorted(languages or held):
         for p in shards.shard_paths(data_dir, manifest, language, "heldout"):
-            texts += [tok.decode(d.tolist()) for d in shards.read_documents(Path(p))]
+            for d in shards.read_documents(Path(p)):
+                ids = d.tolist()
+                texts.append(tok.decode(ids[1:] if tok.add_bos and ids[:1] == [tok.bos_id] else ids))
     if not texts:
         raise ValueError(f"{data_dir} has no held-out shards for the held-out FIM tasks (data.heldout_fraction was 0)")
     return texts

@@ -61,7 +61,9 @@ def verify_export(hf_dir: str | Path, cfg, params, prompt: str, max_new_tokens: 
         if layout is None:
             raise ValueError("an infill check needs the tokenizer layout (starcoder or deepseek)")
         prefix, suffix = infill
-        plain = SimpleNamespace(encode=lambda text: tok(text, add_special_tokens=False)["input_ids"])
+        bos = tok.bos_token_id
+        plain = SimpleNamespace(encode=lambda text: tok(text, add_special_tokens=False)["input_ids"], bos_id=bos,
+                                add_bos=bos is not None and tok("x")["input_ids"][:1] == [bos])
         fim_ids = fim_prompt(plain, FimTokens.from_tokenizer(tok, layout), prefix, suffix,
                              max_context=model.config.max_position_embeddings - max_new_tokens)
         hf, ours = _greedy_both(model, cfg, params, fim_ids, tok.eos_token_id, tok.pad_token_id, max_new_tokens)

@@ -5,6 +5,10 @@ A jaxcoder checkpoint directory holds numbered steps; each step has the items
 one JSON file per process) and `meta` (JSON: the model config, the run config, tokenizer hash,
 data-pipeline signature, step). Readers that only need weights (eval, export) restore
 `params` alone, so an imported Hugging Face model is a checkpoint like any other.
+
+The model's tokenizer travels with it: its defining files sit in `<checkpoint dir>/tokenizer/`
+(written by `import` and by `train`), so evaluation, generation, export and continued training
+use the tokenizer the weights were trained with, without a flag.
 """
 
 from __future__ import annotations
@@ -96,6 +100,38 @@ def read_meta(directory: str | os.PathLike, step: int | None = None) -> tuple[in
     if step is None:
         raise CheckpointError(f"no checkpoint found in {_abs(directory)}")
     return step, ckpt.meta(step)
+
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def store_tokenizer(directory: str | os.PathLike, tokenizer) -> Path:
+    """Copies the tokenizer's files into the checkpoint directory (once; the same files again
+    are a no-op, others are refused: one checkpoint directory, one tokenizer)."""
+    target = Path(_abs(directory)) / TOKENIZER_DIR
+    if target.exists():
+        from jaxcoder.data.tokenizer import load_tokenizer
+
+        if load_tokenizer(target).sha256() != tokenizer.sha256():
+            raise ValueError(f"{target} holds another tokenizer than {tokenizer.path}; a checkpoint "
+                                  "directory keeps the tokenizer its weights were trained with")
+        return target
+    tmp = target.with_name(f".{TOKENIZER_DIR}.tmp-{os.getpid()}")
+    tokenizer.copy_to(tmp)
+    tmp.rename(target)
+    return target
+
+
+def checkpoint_tokenizer(directory: str | os.PathLike, meta: dict | None = None):
+    """The tokenizer stored with a checkpoint, else the one its metadata names (checkpoints
+    written before tokenizers travelled with them), else None."""
+    from jaxcoder.data.tokenizer import load_tokenizer
+
+    stored = Path(_abs(directory)) / TOKENIZER_DIR
+    if stored.exists():
+        return load_tokenizer(stored)
+    legacy = (meta or {}).get("tokenizer_path")
+    return load_tokenizer(legacy) if legacy and Path(legacy).exists() else None
 
 
 def recorded_layout(meta: dict) -> str | None:

@@ -24,14 +24,14 @@ from tqdm import tqdm
 
 from jaxcoder import config as run_config
 from jaxcoder.data import pipeline, shards
-from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.data.tokenizer import load_tokenizer
 from jaxcoder.eval import perplexity
 from jaxcoder.model.config import ModelConfig, human_count
 from jaxcoder.parallel.mesh import MeshError, check_model_fits, make_mesh, resolve_axis_sizes
 from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
 from jaxcoder.parallel.rules import sharding_rules
 from jaxcoder.train import sharding as shard_lib
-from jaxcoder.train.checkpoint import Checkpointer
+from jaxcoder.train.checkpoint import TOKENIZER_DIR, Checkpointer, checkpoint_tokenizer, store_tokenizer
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
 from jaxcoder.train.optimizer import OptimizerConfig, learning_rate, make_optimizer
 from jaxcoder.train.step import make_train_step
@@ -68,7 +68,7 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha256: str):
+def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha256: str, data_dir: str):
     """Parameters of another checkpoint (e.g. an imported Hugging Face model) as the starting point
     of this run, restored straight onto this run's shardings; the model configs must agree."""
     from jaxcoder.train.checkpoint import read_meta
@@ -82,10 +82,12 @@ def _init_from(directory: str, mcfg: ModelConfig, optimizer, sh, tokenizer_sha25
     if differ:
         raise ValueError(f"train.init_from={directory}: model fields differ from the checkpoint's: " + ", ".join(
             f"model.{k}={ours.get(k)!r} (checkpoint: {theirs.get(k)!r})" for k in differ))
-    tok = meta.get("tokenizer_path")
-    if tok and Path(tok).exists() and Tokenizer(tok).sha256() != tokenizer_sha256:
-        raise ValueError(f"train.init_from={directory} uses tokenizer {tok}, but the prepared data was tokenized "
-                         f"with another; prepare the data with --config.tokenizer.path={tok}")
+    theirs_tok = checkpoint_tokenizer(directory, meta)
+    theirs_sha = theirs_tok.sha256() if theirs_tok else meta.get("tokenizer_sha256")
+    if theirs_sha not in (None, tokenizer_sha256):
+        raise ValueError(f"train.init_from={directory} was trained with its own tokenizer, but {data_dir} was "
+                         f"tokenized with another; prepare the data with its tokenizer: jaxcoder data prepare "
+                         f"--config.tokenizer.path={directory} --config.data.prepared_dir=...")
     params_t, _ = shard_lib.abstract_state(mcfg, optimizer, sh)
     _, params, _, _ = Checkpointer(directory, read_only=True).restore(step, params_target=params_t)
     opt_state = jax.jit(optimizer.init, out_shardings=sh.opt_state)(params)
@@ -175,14 +177,17 @@ def _train(cfg: ml_collections.ConfigDict, preempt: _Preemption) -> dict:
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints,
                         keep_every=cfg.train.keep_every or None)
-    tokenizer_path = str((Path(cfg.data.prepared_dir) / tok_info["path"]).absolute())
+    tok = load_tokenizer(Path(cfg.data.prepared_dir) / tok_info["path"])
+    tokenizer_path = str(Path(ckpt.directory) / TOKENIZER_DIR)  # the copy that travels with the weights
     meta_base = {"model": mcfg.to_dict(), "config": json.loads(cfg.to_json_best_effort()),
                  "tokenizer_sha256": tok_info["sha256"], "tokenizer_path": tokenizer_path,
+                 "tokenizer": {"kind": tok.kind, "sha256": tok.sha256()},
                  "data_signature": data_signature, "mesh": dict(mesh.shape)}
 
     start = ckpt.latest_step()
     if start is None and cfg.train.init_from:
-        params, opt_state = _init_from(cfg.train.init_from, mcfg, optimizer, sh, tok_info["sha256"])
+        params, opt_state = _init_from(cfg.train.init_from, mcfg, optimizer, sh, tok_info["sha256"],
+                                       cfg.data.prepared_dir)
         start = 0
         if primary:
             print(f"initialised from {cfg.train.init_from} (fresh optimizer state, step 0)", flush=True)
@@ -199,6 +204,8 @@ def _train(cfg: ml_collections.ConfigDict, preempt: _Preemption) -> dict:
                                                data_iter=data_iter)
         if primary:
             print(f"resumed from step {start} (saved on mesh {saved.get('mesh')})", flush=True)
+    if primary:
+        store_tokenizer(ckpt.directory, tok)
     n_params = mcfg.param_count()
     flops_per_token = mcfg.flops_per_token(cfg.train.seq_len)
     peak = device_peak_tflops(cfg.train.peak_tflops)
@@ -210,7 +217,7 @@ def _train(cfg: ml_collections.ConfigDict, preempt: _Preemption) -> dict:
     step_fn = make_train_step(mcfg, optimizer, cfg.train.z_loss, cfg.train.grad_accum)
     train_step = jax.jit(step_fn, in_shardings=(sh.params, sh.opt_state, sh.batch),
                          out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
-    eval_step = perplexity.heldout_step(mcfg, Tokenizer(tokenizer_path).byte_lengths(),
+    eval_step = perplexity.heldout_step(mcfg, tok.byte_lengths(),
                                         in_shardings=(sh.params, sh.batch))
     lr_fn = learning_rate(ocfg)
     has_heldout = bool(manifest.get("heldout_shards"))
