@@ -22,9 +22,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxcoder_kernels.flash_attention import flash_attention, platform_of_backend
 
 from jaxcoder.model.attention_ops import cudnn_attention, cudnn_problem, xla_attention
-from kernels.flash_attention import flash_attention, platform_of_backend
 
 
 def attention_flops(b: int, h: int, t: int, d: int, *, causal: bool = True, backward: bool = False) -> float:

@@ -51,7 +51,7 @@ def main():
                                       ("hf", hf_dir, 0.5)):
         layout = shards.load_manifest(directory)["tokenizer"]["layout"]
         fim = FimConfig(rate=fim_rate, spm_rate=0.0 if layout == "deepseek" else 0.5, layout=layout)
-        cfg = pipeline.PipelineConfig(data_dir=str(directory), seq_len=args.seq_len, batch_size=args.batch_size,
+        cfg = pipeline.LoaderConfig(data_dir=str(directory), seq_len=args.seq_len, batch_size=args.batch_size,
                                       fim=fim)
         tps = rate(iter(pipeline.build(cfg)), args.seconds, lambda b: int(np.prod(b["inputs"].shape)))
         rows.append((f"jaxcoder pipeline, {name}, FIM {fim_rate}", tps))

@@ -38,7 +38,7 @@ def main():
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     print(f"{len(texts)} stdlib files, {mb:.1f} MB")
-    print(f"{'tokenizer':46s} {'MB/s':>8s} {'tokens/s':>12s} {'ratio':>7s} {'same ids':>9s}")
+    print(f"{'tokenizer':58s} {'MB/s':>8s} {'tokens/s':>12s} {'ratio':>7s} {'same ids':>9s}")
     for kind, directory in (("sentencepiece", args.data_dir), ("hf", f"{args.data_dir}-hf")):
         tok = load_tokenizer(ensure_prepared(directory, kind=kind))
         with tempfile.TemporaryDirectory() as d:
@@ -49,8 +49,8 @@ def main():
         same = sum(a == b for a, b in zip(ours, theirs, strict=True)) / len(texts)
         n = sum(map(len, ours))
         label = "transformers (same tokenizer.json)" if kind == "hf" else "HF tokenizers (exported tokenizer.json)"
-        print(f"{label + ', batch (reference)':46s} {mb / t_ref:8.2f} {n / t_ref:12,.0f} {1.0:7.2f}")
-        print(f"{'jaxcoder ' + kind + ', batch':46s} {mb / t_ours:8.2f} {n / t_ours:12,.0f} {t_ref / t_ours:7.2f} "
+        print(f"{label + ', batch (reference)':58s} {mb / t_ref:8.2f} {n / t_ref:12,.0f} {1.0:7.2f}")
+        print(f"{'jaxcoder ' + kind + ', batch':58s} {mb / t_ours:8.2f} {n / t_ours:12,.0f} {t_ref / t_ours:7.2f} "
               f"{same:9.1%}")
         record("tokenizer", f"batch encode, {kind} (ids identical: {same:.1%} of files)", n / t_ours, n / t_ref,
                "tokens/s", label)

@@ -2,18 +2,23 @@
 
 `configs/*.py` files call `base_config(preset)` and adjust it; the CLI applies
 `--config.<field>=<value>` overrides. Every section is generated from its dataclass (defaults and
-bounds live there), and `resolve(cfg)` turns the whole run config back into typed, validated
-sections in one step: a nonsense value is refused, naming the field, before anything runs. Layers
-never see the ml_collections object.
+bounds live there), and `resolve(cfg)` turns the whole run config back into a `RunConfig` of typed,
+validated sections in one step: a nonsense value is refused, naming the field, before anything
+runs. `train`, `eval`, `data prepare` and the dry run take the `RunConfig` (and derive the loader,
+optimizer and pipeline-stage configs from its methods); nothing below sees the ml_collections
+object.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import TYPE_CHECKING
 
 import ml_collections
 
 from jaxcoder.data.config import DataConfig
+from jaxcoder.data.fim import FimConfig
 from jaxcoder.data.tokenizer import TokenizerConfig
 from jaxcoder.eval.config import EvalConfig
 from jaxcoder.export.hf_io import ExportConfig
@@ -22,9 +27,13 @@ from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.presets import PRESETS
 from jaxcoder.parallel.distributed import DistributedConfig
 from jaxcoder.parallel.mesh import MeshConfig
-from jaxcoder.parallel.pipeline import ScheduleConfig
+from jaxcoder.parallel.pipeline import ScheduleConfig, StageConfig
 from jaxcoder.train.config import TrainConfig
 from jaxcoder.train.optimizer import OptimizerConfig
+
+if TYPE_CHECKING:  # the loader and `data prepare` import grain and array_record: only when used
+    from jaxcoder.data.pipeline import LoaderConfig
+    from jaxcoder.data.prepare import PrepareConfig
 
 __all__ = ["ConfigError", "RunConfig", "base_config", "parse_arg", "resolve"]
 
@@ -45,6 +54,45 @@ class RunConfig:
     distributed: DistributedConfig
     eval: EvalConfig
     export: ExportConfig
+
+    def to_json(self) -> dict:
+        """The sections as plain JSON (recorded in checkpoints)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def optimizer(self) -> OptimizerConfig:
+        return self.train.optimizer()
+
+    def fim(self) -> FimConfig:
+        """The FIM settings with the tokenizer's layout."""
+        return dataclasses.replace(self.data.fim, layout=self.tokenizer.layout)
+
+    def loader(self, batch_size: int | None = None) -> LoaderConfig:
+        """The Grain loader's config (batch_size: rows per stream; default the global batch)."""
+        from jaxcoder.data.pipeline import LoaderConfig
+
+        return LoaderConfig(data_dir=self.data.prepared_dir, seq_len=self.train.seq_len,
+                            batch_size=batch_size or self.train.batch_size, seed=self.seed,
+                            mixture=tuple((str(k), float(v)) for k, v in self.data.mixture), fim=self.fim(),
+                            num_workers=self.data.loader_workers, shuffle_rows=self.data.shuffle_rows)
+
+    def stages(self, stages: int) -> StageConfig:
+        """The pipeline schedule for `stages` (the resolved mesh.stage)."""
+        return StageConfig(stages=stages, microbatches=self.pipeline.microbatches or 2 * stages,
+                           repeats=self.pipeline.repeats)
+
+    def prepare(self) -> PrepareConfig:
+        """What `data prepare` needs: the data and tokenizer sections."""
+        from jaxcoder.data.prepare import PrepareConfig
+
+        d, t = self.data, self.tokenizer
+        return PrepareConfig(
+            out_dir=d.prepared_dir, repo_dirs=d.sources.repo_dirs, repo_roots=d.sources.repo_roots,
+            records=d.sources.records, exclude=d.sources.exclude, languages=d.languages, filters=d.filters,
+            dedup=d.dedup, near_dedup=d.near_dedup, pii=d.pii, decontamination=d.decontamination,
+            repo_level=d.repo_level, repo_format=d.repo_format, tokenizer_path=t.path, tokenizer_kind=t.kind,
+            tokenizer_vocab_size=t.vocab_size, tokenizer_layout=t.layout, tokenizer_train_docs=t.train_docs,
+            tokens_per_shard=d.tokens_per_shard, max_sample_tokens=d.max_sample_tokens,
+            heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,23 +137,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> RunConfig:
     sections = {name: build(cls, values.get(name, {}), name) for name, cls in _SECTIONS.items()}
     run = RunConfig(workdir=top.workdir, seed=top.seed, model=ModelConfig.from_dict(model), preset=preset,
                     **sections)
-    fim_config(run)  # the FIM settings with the tokenizer's layout (DeepSeek's is PSM only)
+    run.fim()  # the FIM settings with the tokenizer's layout (DeepSeek's is PSM only)
     return run
-
-
-def model_config(cfg: ml_collections.ConfigDict) -> ModelConfig:
-    """The typed ModelConfig of a run config (validated)."""
-    values = cfg.model.to_dict()
-    values.pop("preset", None)
-    return ModelConfig.from_dict(values)
-
-
-def optimizer_config(cfg: ml_collections.ConfigDict) -> OptimizerConfig:
-    return build(TrainConfig, cfg.train, "train").optimizer()
-
-
-def fim_config(run: RunConfig):
-    return dataclasses.replace(run.data.fim, layout=run.tokenizer.layout)
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -125,41 +158,3 @@ def parse_arg(arg: str | None, **defaults):
         default = defaults[key]
         out[key] = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
     return out
-
-
-def prepare_config(cfg: ml_collections.ConfigDict):
-    """The typed PrepareConfig of a run config."""
-    from jaxcoder.data.prepare import PrepareConfig
-
-    run = resolve(cfg)
-    d, t = run.data, run.tokenizer
-    return PrepareConfig(
-        out_dir=d.prepared_dir, repo_dirs=d.sources.repo_dirs, repo_roots=d.sources.repo_roots,
-        records=d.sources.records, exclude=d.sources.exclude, languages=d.languages, filters=d.filters,
-        dedup=d.dedup, near_dedup=d.near_dedup, pii=d.pii, decontamination=d.decontamination,
-        repo_level=d.repo_level, repo_format=d.repo_format, tokenizer_path=t.path, tokenizer_kind=t.kind,
-        tokenizer_vocab_size=t.vocab_size,
-        tokenizer_layout=t.layout, tokenizer_train_docs=t.train_docs, tokens_per_shard=d.tokens_per_shard,
-        max_sample_tokens=d.max_sample_tokens, heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
-
-
-def mesh_rules(cfg: ml_collections.ConfigDict):
-    return build(MeshConfig, cfg.mesh, "mesh").rules_table()
-
-
-def pipeline_config(cfg: ml_collections.ConfigDict, batch_size: int | None = None):
-    """The typed PipelineConfig of a run config (batch_size: rows per stream)."""
-    from jaxcoder.data.pipeline import PipelineConfig
-
-    run = resolve(cfg)
-    return PipelineConfig(data_dir=run.data.prepared_dir, seq_len=run.train.seq_len,
-                          batch_size=batch_size or run.train.batch_size, seed=run.seed,
-                          mixture=tuple((str(k), float(v)) for k, v in run.data.mixture), fim=fim_config(run),
-                          num_workers=run.data.loader_workers, shuffle_rows=run.data.shuffle_rows)
-
-
-def pipeline_parallel_config(cfg: ml_collections.ConfigDict, stages: int):
-    from jaxcoder.parallel.pipeline import PipelineConfig
-
-    sched = build(ScheduleConfig, cfg.pipeline, "pipeline")
-    return PipelineConfig(stages=stages, microbatches=sched.microbatches or 2 * stages, repeats=sched.repeats)

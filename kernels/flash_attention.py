@@ -14,10 +14,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from kernels import flash_bwd, flash_fwd
-from kernels.block_sizes import BlockSizes, check_blocks, default_blocks
-from kernels.flash_common import Static
+from jaxcoder_kernels import flash_bwd, flash_fwd
+from jaxcoder_kernels.block_sizes import BlockSizes, check_blocks, default_blocks
+from jaxcoder_kernels.flash_common import Static
 
 # Padding rows carry this segment id: they only ever see each other, never a real token.
 PAD_SEGMENT = -1

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import flash_common as fc
+from jaxcoder_kernels import flash_common as fc
 
 
 def _probs_and_dscores(st, q, k, v, do, lse, delta, q_pos, kv_pos, q_seg, kv_seg):

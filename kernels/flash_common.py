@@ -16,8 +16,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
-
-from kernels.block_sizes import BlockSizes, num_warps
+from jaxcoder_kernels.block_sizes import BlockSizes, num_warps
 
 # The running max starts finite so that a tile whose scores are all masked (-inf) leaves
 # exp(m_old - m_new) = 1 instead of exp(-inf - -inf) = nan.

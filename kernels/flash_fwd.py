@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
-
-from kernels import flash_common as fc
+from jaxcoder_kernels import flash_common as fc
 
 
 def _kernel(q_bounds_ref, kv_bounds_ref, q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref,

@@ -19,11 +19,12 @@ from helpers import random_params
 
 from jaxcoder.model import functional as F
 from jaxcoder.model.attention_ops import attend, cudnn_attention, resolve_impl, xla_attention
+from jaxcoder.model.loss import summed_loss
 from jaxcoder.model.presets import preset
 from jaxcoder.parallel.mesh import make_mesh
-from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
+from jaxcoder.parallel.pipeline import StageConfig, pipelining
 from jaxcoder.parallel.rules import sharding_rules, tree_shardings
-from jaxcoder.train.step import make_train_step, summed_loss
+from jaxcoder.train.step import make_train_step
 
 
 def _batch(cfg, b=4, t=40):
@@ -71,7 +72,7 @@ def test_training_step_is_the_same_with_pallas_as_with_xla(name, window):
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 @pytest.mark.parametrize("sizes,pcfg", [
     ({"data": 2, "fsdp": 2, "tensor": 2}, None),
-    ({"stage": 2, "data": 2, "tensor": 2}, PipelineConfig(stages=2, microbatches=2, repeats=1)),
+    ({"stage": 2, "data": 2, "tensor": 2}, StageConfig(stages=2, microbatches=2, repeats=1)),
 ], ids=["data-fsdp-tensor", "stage-data-tensor"])
 def test_sharded_kernel_matches_unsharded_xla(sizes, pcfg):
     """Inside shard_map each device attends its own rows and heads; nothing is gathered."""
@@ -87,7 +88,7 @@ def test_sharded_kernel_matches_unsharded_xla(sizes, pcfg):
     mesh = make_mesh(sizes)
     sharded = jax.device_put(params, tree_shardings(F.param_axes(cfg), mesh))
     pallas = dataclasses.replace(cfg, attention_impl="pallas")
-    pipe = pipelining(pcfg or PipelineConfig(stages=1, microbatches=1, repeats=1))
+    pipe = pipelining(pcfg or StageConfig(stages=1, microbatches=1, repeats=1))
     with sharding_rules(mesh), pipe:
         fn = jax.value_and_grad(lambda p: loss(pallas, p))
         assert "shard_map" in str(jax.make_jaxpr(fn)(sharded))  # the kernel runs per device

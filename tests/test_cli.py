@@ -145,3 +145,18 @@ def test_prompt_flags_decode_backslash_escapes_only():
     assert unescape(r"def f(x):\n\treturn x\r\n") == "def f(x):\n\treturn x\r\n"
     assert unescape(r"print('a\\n')") == "print('a\\n')"  # an escaped backslash stays one backslash
     assert unescape("naïve 🙂 \\x41 \\u00e9") == "naïve 🙂 \\x41 \\u00e9"  # non-ASCII and other escapes kept
+
+
+def test_every_python_folder_is_a_listed_package():
+    """A folder missing from pyproject's package list (or without __init__.py) works from a source
+    checkout but is left out of the wheel users install."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(project["packages"])
+    mapped = {v: k for k, v in project.get("package-dir", {}).items()}
+    for init in [*ROOT.glob("jaxcoder/**/*.py"), *ROOT.glob("kernels/*.py")]:
+        folder = init.parent.relative_to(ROOT).as_posix()
+        name = mapped.get(folder, folder.replace("/", "."))
+        assert name in listed, f"{folder} is not in pyproject's [tool.setuptools] packages"
+        assert (init.parent / "__init__.py").exists(), f"{folder} has no __init__.py"

@@ -31,15 +31,14 @@ def load(name):
 def test_config_files_build_valid_models(file, sizes):
     module = load(file)
     for size in sizes:
-        cfg = module.get_config(size)
-        m = run_config.model_config(cfg)
-        assert cfg.train.seq_len <= m.max_seq_len
-        run_config.optimizer_config(cfg)
+        run = run_config.resolve(module.get_config(size))
+        assert run.train.seq_len <= run.model.max_seq_len
+        run.optimizer()
 
 
 def test_config_file_presets_match_model_presets():
-    assert run_config.model_config(load("starcoder2").get_config("15b")) == preset("starcoder2-15b")
-    assert run_config.model_config(load("deepseek_coder").get_config("33b")) == preset("deepseek-coder-33b")
+    assert run_config.resolve(load("starcoder2").get_config("15b")).model == preset("starcoder2-15b")
+    assert run_config.resolve(load("deepseek_coder").get_config("33b")).model == preset("deepseek-coder-33b")
 
 
 def test_unknown_size_is_refused_with_choices():

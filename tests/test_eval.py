@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxcoder.config import resolve
 from jaxcoder.eval import humaneval, infilling
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
 
@@ -72,7 +73,7 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     cfg.eval.update(batch_size=8, seq_len=64, perplexity_batches=2)
     cfg.eval.humaneval.update(limit=3, n_samples=2, temperature=0.8, max_new_tokens=16, ks=(1, 2))
     cfg.eval.fim.update(limit=10, heldout_lines=5, random_spans=6, max_new_tokens=8, max_context=256)
-    first = runner.run(cfg, str(checkpoint))
+    first = runner.run(resolve(cfg), str(checkpoint))
     assert first["step"] == 7 and first["perplexity"]["overall"]["bits_per_byte"] > 0
     assert set(first["humaneval"]) >= {"pass@1", "pass@2"} and first["humaneval"]["problems"] == 3
     assert first["fim_single_line"]["tasks"] == 10 and first["fim_random_span"]["tasks"] == 6
@@ -84,19 +85,19 @@ def test_eval_run_reports_every_task_and_resumes(prepared_data, checkpoint, tmp_
     samples = tmp_path / "eval" / "step_7" / "samples.jsonl"
     lines = samples.read_text().splitlines()
     assert len(lines) == 3 * 2 * 2 + 10 + 5 + 6  # generations + executions, each stored once
-    second = runner.run(cfg, str(checkpoint))
+    second = runner.run(resolve(cfg), str(checkpoint))
     assert samples.read_text().splitlines() == lines  # nothing regenerated or re-executed
     drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert drop(second) == drop(first)
     assert json.loads((tmp_path / "eval" / "step_7" / "results.json").read_text())["step"] == 7
     print(runner.table(second))
     cfg.eval.tasks = ("perplexity",)
-    base = runner.run(cfg, str(checkpoint), untrained=True)
+    base = runner.run(resolve(cfg), str(checkpoint), untrained=True)
     assert base["untrained"] and base["step"] == 0
     # The fixture saved the seed-0 initialisation, so the seed-0 baseline is those same weights...
     assert base["perplexity"]["overall"]["loss"] == first["perplexity"]["overall"]["loss"]
     cfg.seed = 1  # ...and another seed gives other fresh weights.
-    assert runner.run(cfg, str(checkpoint), untrained=True)["perplexity"]["overall"]["loss"] != base[
+    assert runner.run(resolve(cfg), str(checkpoint), untrained=True)["perplexity"]["overall"]["loss"] != base[
         "perplexity"]["overall"]["loss"]
     assert (tmp_path / "eval" / "untrained_seed0" / "results.json").exists()
 
@@ -121,7 +122,7 @@ def test_unknown_task_is_named(prepared_data, checkpoint, tmp_path):
     cfg = base_config("deepseek-coder-tiny")
     cfg.eval.tasks = ("mbpp",)
     with pytest.raises(ValueError, match="eval.tasks: unknown task.*mbpp"):
-        runner.run(cfg, str(checkpoint))
+        runner.run(resolve(cfg), str(checkpoint))
 
 
 def test_continuation_nll_is_the_targets_mean_log_likelihood():
@@ -152,7 +153,7 @@ def test_fim_prompts_psm_and_spm_and_refusals():
     from types import SimpleNamespace
 
     from jaxcoder.data.fim import FimTokens
-    from jaxcoder.eval import infilling, runner
+    from jaxcoder.eval import infilling
 
     tok = SimpleNamespace(encode=lambda s: [ord(c) for c in s])
     ids = FimTokens(prefix=1, suffix=2, middle=3)
@@ -161,10 +162,14 @@ def test_fim_prompts_psm_and_spm_and_refusals():
     assert infilling.fim_prompt(tok, ids, "abcdef", "uvwxyz", 100, spm=True) == [1, 2, *suf, 3, *pre]
     # trimmed to 7 tokens: the prefix's end and the suffix's start survive
     assert infilling.fim_prompt(tok, ids, "abcdef", "uvwxyz", 7) == [1, *pre[-2:], 2, *suf[:2], 3]
+    from jaxcoder.eval.config import FimEvalConfig
+    from jaxcoder.eval.tasks import fim_task
+
+    spm = SimpleNamespace(run=SimpleNamespace(eval=SimpleNamespace(fim=FimEvalConfig(mode="spm"))), layout="deepseek")
     with pytest.raises(ValueError, match="deepseek FIM layout is PSM only"):
-        runner._fim_mode("spm", "deepseek")
-    with pytest.raises(ValueError, match="eval.fim.mode must be psm or spm"):
-        runner._fim_mode("mps", "starcoder")
+        fim_task(spm, "fim_single_line")
+    with pytest.raises(ValueError, match="eval.fim.mode must be one of psm, spm; got 'mps'"):
+        FimEvalConfig(mode="mps")
 
 
 def test_fisher_exact_test_of_the_report():

@@ -312,7 +312,7 @@ def test_streams_draw_their_own_fim_decisions(prepared_data, monkeypatch):
         return real(tokens, rng, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "permute", spy)
-    pcfg = pipeline.PipelineConfig(data_dir=cfg.out_dir, seq_len=64, batch_size=2, fim=FimConfig(rate=0.5))
+    pcfg = pipeline.LoaderConfig(data_dir=cfg.out_dir, seq_len=64, batch_size=2, fim=FimConfig(rate=0.5))
 
     def first_draws(stream):
         draws.clear()

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import export
+from jaxcoder_kernels.block_sizes import BlockShapeError, BlockSizes, check_blocks
+from jaxcoder_kernels.flash_attention import flash_attention
 
 from jaxcoder.model.attention_ops import xla_attention
-from kernels.block_sizes import BlockShapeError, BlockSizes, check_blocks
-from kernels.flash_attention import flash_attention
 
 SMALL = BlockSizes(block_q=32, block_kv=32, block_q_dkv=16, block_kv_dkv=32, block_q_dq=32, block_kv_dq=16)
 

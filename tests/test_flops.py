@@ -10,8 +10,8 @@ import pytest
 
 from jaxcoder.model import functional as F
 from jaxcoder.model.attention_ops import attention_mask
+from jaxcoder.model.loss import loss_sums
 from jaxcoder.model.presets import preset
-from jaxcoder.train.step import loss_sums
 
 B, T = 1, 512
 

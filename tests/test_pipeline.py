@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from helpers import random_params, tiny_train_config
 
+from jaxcoder.config import resolve
 from jaxcoder.model import functional as F
 from jaxcoder.model.presets import preset
 from jaxcoder.parallel.mesh import make_mesh
-from jaxcoder.parallel.pipeline import PipelineConfig, pipelining
+from jaxcoder.parallel.pipeline import StageConfig, pipelining
 from jaxcoder.parallel.rules import sharding_rules, tree_shardings
 from jaxcoder.train.loop import train
 
@@ -27,10 +28,10 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) d
 
 @pytest.mark.parametrize("remat", ["none", "full"])
 @pytest.mark.parametrize("sizes,pcfg", [
-    ({"data": 2, "stage": 4}, PipelineConfig(stages=4, microbatches=4, repeats=1)),
-    ({"data": 2, "stage": 4}, PipelineConfig(stages=4, microbatches=8, repeats=2)),
-    ({"stage": 2, "fsdp": 2, "tensor": 2}, PipelineConfig(stages=2, microbatches=2, repeats=1)),
-    ({"stage": 2, "fsdp": 2, "tensor": 2}, PipelineConfig(stages=2, microbatches=4, repeats=2)),
+    ({"data": 2, "stage": 4}, StageConfig(stages=4, microbatches=4, repeats=1)),
+    ({"data": 2, "stage": 4}, StageConfig(stages=4, microbatches=8, repeats=2)),
+    ({"stage": 2, "fsdp": 2, "tensor": 2}, StageConfig(stages=2, microbatches=2, repeats=1)),
+    ({"stage": 2, "fsdp": 2, "tensor": 2}, StageConfig(stages=2, microbatches=4, repeats=2)),
 ], ids=["gpipe-data2-stage4", "circular-data2-stage4", "gpipe-stage2-fsdp2-tensor2",
         "circular-stage2-fsdp2-tensor2"])
 def test_loss_and_gradients_equal_the_plain_model(sizes, pcfg, remat):
@@ -55,14 +56,14 @@ def test_loss_and_gradients_equal_the_plain_model(sizes, pcfg, remat):
 
 
 def test_bubble_fraction_and_refusals():
-    assert PipelineConfig(4, 8, 1).bubble_fraction() == pytest.approx(3 / 11)
-    assert PipelineConfig(4, 8, 2).bubble_fraction() == pytest.approx(3 / 19)
+    assert StageConfig(4, 8, 1).bubble_fraction() == pytest.approx(3 / 11)
+    assert StageConfig(4, 8, 2).bubble_fraction() == pytest.approx(3 / 19)
     with pytest.raises(ValueError, match=r"model.n_layers \(6\) is not divisible by mesh.stage x pipeline.repeats"):
-        PipelineConfig(4, 8, 1).check(6, 16)
+        StageConfig(4, 8, 1).check(6, 16)
     with pytest.raises(ValueError, match=r"pipeline.microbatches \(2\) must be at least mesh.stage \(4\)"):
-        PipelineConfig(4, 2, 1).check(8, 16)
+        StageConfig(4, 2, 1).check(8, 16)
     with pytest.raises(ValueError, match=r"per-step batch \(12\) is not divisible by pipeline.microbatches \(8\)"):
-        PipelineConfig(4, 8, 1).check(8, 12)
+        StageConfig(4, 8, 1).check(8, 12)
 
 
 def _run(data_dir, workdir, steps, stage, **mesh):
@@ -70,7 +71,7 @@ def _run(data_dir, workdir, steps, stage, **mesh):
     cfg.model.n_layers = 4
     cfg.mesh.update(stage=stage, **mesh)
     cfg.pipeline.microbatches = 4
-    return train(cfg)
+    return train(resolve(cfg))
 
 
 def test_training_with_stages_matches_and_resumes_with_fewer_stages(prepared_data, tmp_path):

@@ -172,7 +172,7 @@ def test_bad_sources_are_named(tmp_path):
 
 def _pcfg(prepared_data, **kw):
     cfg, _ = prepared_data
-    return pipeline.PipelineConfig(**{"data_dir": cfg.out_dir, "seq_len": 64, "batch_size": 4, **kw})
+    return pipeline.LoaderConfig(**{"data_dir": cfg.out_dir, "seq_len": 64, "batch_size": 4, **kw})
 
 
 def test_packed_rows_keep_documents_apart(prepared_data):
@@ -318,7 +318,7 @@ def test_mixture_weights_are_token_shares(prepared_data, tmp_path):
     (data / "tokenizer.model").write_bytes((Path(cfg.out_dir) / "tokenizer.model").read_bytes())
     (data / shards.MANIFEST).write_text(json.dumps(manifest))
     for share_a in (0.5, 0.8):
-        p = pipeline.PipelineConfig(data_dir=str(data), seq_len=256, batch_size=8, fim=FimConfig(rate=0.0),
+        p = pipeline.LoaderConfig(data_dir=str(data), seq_len=256, batch_size=8, fim=FimConfig(rate=0.0),
                                     mixture=(("a", share_a), ("b", 1 - share_a)), shuffle_rows=32)
         it = iter(pipeline.build(p))
         counts = np.zeros(2)

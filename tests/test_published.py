@@ -14,6 +14,8 @@ import pytest
 from helpers import deepseek_like_tokenizer, starcoder2_like_tokenizer
 from test_tokenizer import stdlib_files
 
+from jaxcoder.config import resolve
+
 STDLIB = sysconfig.get_paths()["stdlib"]
 
 
@@ -50,7 +52,6 @@ def make_standin(line: str, out: Path) -> Path:
 def test_published_model_journey(hf, tmp_path, line):
     import importlib.util
 
-    from jaxcoder.config import prepare_config
     from jaxcoder.data.fim import FimTokens
     from jaxcoder.data.prepare import prepare
     from jaxcoder.data.tokenizer import load_tokenizer
@@ -73,9 +74,9 @@ def test_published_model_journey(hf, tmp_path, line):
     assert cfg.tokenizer.layout == ("deepseek" if line == "deepseek" else "starcoder")
     cfg.data.sources.repo_dirs = (f"{STDLIB}/json", f"{STDLIB}/email")
     cfg.data.sources.repo_roots = ()
-    cfg.train.update(steps=20, lr=3e-3)
+    cfg.train.update(steps=20, lr=3e-3, batch_size=8)  # divisible by the 8 fake devices of `make test`
     cfg.eval.tasks = ("perplexity", "humaneval", "fim_single_line")
-    manifest = prepare(prepare_config(cfg), progress=False)
+    manifest = prepare(resolve(cfg).prepare(), progress=False)
     assert manifest["tokenizer"]["sha256"] == tok.sha256() and manifest["tokenizer"]["kind"] == "hf"
     if tok.add_bos:  # DeepSeek-Coder's documents start with its BOS
         from jaxcoder.data import shards
@@ -84,13 +85,13 @@ def test_published_model_journey(hf, tmp_path, line):
         first = shards.read_pieces(Path(shards.shard_paths(cfg.data.prepared_dir, manifest, lang)[0]))[0]
         assert first["tokens"][0] == tok.bos_id
 
-    summary = train(cfg)
+    summary = train(resolve(cfg))
     assert summary["history"][-1]["step"] == 20 and np.isfinite(summary["history"][-1]["loss"])
     trained = Path(cfg.workdir) / "checkpoints"
     assert load_tokenizer(trained).sha256() == tok.sha256()  # the tokenizer travels with the weights
 
-    base = runner.run(cfg, str(imported))
-    ours = runner.run(cfg, str(trained))
+    base = runner.run(resolve(cfg), str(imported))
+    ours = runner.run(resolve(cfg), str(trained))
     assert ours["perplexity"]["overall"]["loss"] < base["perplexity"]["overall"]["loss"]
     assert "pass@1" in ours["humaneval"] and ours["fim_single_line"]["tasks"] == cfg.eval.fim.limit
     # The FIM prompts use the tokenizer's own sentinel ids, in the published models' order.

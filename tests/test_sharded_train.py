@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from helpers import cli_overrides, tiny_train_config
 
+from jaxcoder.config import resolve
 from jaxcoder.parallel.mesh import MeshError
 from jaxcoder.train.loop import train
 
@@ -34,7 +35,7 @@ def losses(history):
 def reference(prepared_data, tmp_path_factory):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path_factory.mktemp("ref"))
     cfg.mesh.update(**MESHES["single"])
-    return losses(train(cfg)["history"])
+    return losses(train(resolve(cfg))["history"])
 
 
 @needs8
@@ -42,7 +43,7 @@ def reference(prepared_data, tmp_path_factory):
 def test_losses_do_not_depend_on_the_mesh(prepared_data, tmp_path, reference, mesh):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path)
     cfg.mesh.update(**MESHES[mesh])
-    got = losses(train(cfg)["history"])
+    got = losses(train(resolve(cfg))["history"])
     assert len(got) == 5
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
 
@@ -51,7 +52,7 @@ def test_losses_do_not_depend_on_the_mesh(prepared_data, tmp_path, reference, me
 def test_gradient_accumulation_matches_the_full_batch(prepared_data, tmp_path, reference):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, grad_accum=2)
     cfg.mesh.update(data=2, fsdp=2, tensor=2)
-    np.testing.assert_allclose(losses(train(cfg)["history"]), reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses(train(resolve(cfg))["history"]), reference, rtol=1e-5, atol=1e-5)
 
 
 @needs8
@@ -63,7 +64,7 @@ def test_fsdp_divides_state_memory(prepared_data):
         cfg = tiny_train_config(prepared_data[0].out_dir, "unused")
         cfg.model.update(d_model=256, d_ff=512, n_heads=8, n_kv_heads=4, head_dim=32)
         cfg.mesh.update(**mesh)
-        reports[name] = dry_run(cfg)
+        reports[name] = dry_run(resolve(cfg))
     ratio = reports["dp"].state_bytes_per_device / reports["fsdp"].state_bytes_per_device
     assert 6.5 < ratio <= 8.0, ratio  # norms and scalars stay replicated
     compiled = reports["dp"].argument_bytes / reports["fsdp"].argument_bytes
@@ -74,10 +75,10 @@ def test_fsdp_divides_state_memory(prepared_data):
 def test_checkpoint_restores_onto_a_different_mesh(prepared_data, tmp_path, reference):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=3, checkpoint_every=3)
     cfg.mesh.update(data=8)
-    train(cfg)
+    train(resolve(cfg))
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=5)
     cfg.mesh.update(data=2, fsdp=2, tensor=2)
-    resumed = train(cfg)["history"]
+    resumed = train(resolve(cfg))["history"]
     assert [h["step"] for h in resumed] == [4, 5]
     np.testing.assert_allclose(losses(resumed), reference[3:], rtol=1e-5, atol=1e-5)
 
@@ -92,13 +93,13 @@ def test_bad_mesh_configs_name_the_field(prepared_data, tmp_path, change, messag
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, batch_size=4)
     cfg.mesh.update(**change)
     with pytest.raises(MeshError, match=message):
-        train(cfg)
+        train(resolve(cfg))
 
 
 def test_grad_accum_must_divide_the_batch(prepared_data, tmp_path):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, grad_accum=3)
     with pytest.raises(ValueError, match=r"train.batch_size \(8\) is not divisible by train.grad_accum \(3\)"):
-        train(cfg)
+        train(resolve(cfg))
 
 # ------------------------------------------------------------- subprocesses
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcoder.config import resolve
 from jaxcoder.model import functional as F
 from jaxcoder.model.presets import preset
 from jaxcoder.train.optimizer import OptimizerConfig, decay_mask, learning_rate
@@ -84,7 +85,7 @@ def test_training_learns_checkpoints_and_resumes_exactly(tiny_run):
     from jaxcoder.train.loop import train
 
     cfg = tiny_run
-    first = train(cfg)
+    first = train(resolve(cfg))
     losses = [h["loss"] for h in first["history"]]
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5
     assert "heldout_loss" in first["history"][-1]
@@ -93,7 +94,7 @@ def test_training_learns_checkpoints_and_resumes_exactly(tiny_run):
     shutil.rmtree(f"{ckpt_dir}/24")
     metrics = f"{cfg.workdir}/metrics.jsonl"
     open(metrics, "w").close()
-    second = train(cfg)
+    second = train(resolve(cfg))
     resumed = [h["loss"] for h in second["history"]]
     assert [h["step"] for h in second["history"]] == list(range(13, 25))
     assert resumed == losses[12:], "a resumed run must reproduce the uninterrupted losses exactly"
@@ -112,7 +113,7 @@ def test_training_heldout_loss_is_the_evaluation_loss(tiny_run):
     if not Path(f"{cfg.workdir}/metrics.jsonl").exists():  # run alone: train first
         from jaxcoder.train.loop import train
 
-        train(cfg)
+        train(resolve(cfg))
     with open(f"{cfg.workdir}/metrics.jsonl") as f:
         last = [json.loads(line) for line in f][-1]
     assert last["step"] == 24
@@ -140,11 +141,11 @@ def test_resume_with_changed_data_settings_is_refused(tiny_run):
     cfg = tiny_run.copy_and_resolve_references()
     cfg.data.fim.rate = 0.9
     with pytest.raises(ValueError, match="cannot resume: the data pipeline changed.*fim"):
-        train(cfg)
+        train(resolve(cfg))
     cfg = tiny_run.copy_and_resolve_references()
     cfg.data.loader_workers = 2
     with pytest.raises(ValueError, match="num_workers: saved 0 now 2"):
-        train(cfg)
+        train(resolve(cfg))
 
 
 def test_checkpoint_retention_keeps_last_k_and_every_mth(prepared_data, tmp_path):
@@ -155,6 +156,6 @@ def test_checkpoint_retention_keeps_last_k_and_every_mth(prepared_data, tmp_path
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path, steps=9, checkpoint_every=1)
     cfg.train.update(keep_checkpoints=2, keep_every=4)
     cfg.mesh.update(num_devices=1, data=1)
-    train(cfg)
+    train(resolve(cfg))
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert kept == [4, 8, 9]

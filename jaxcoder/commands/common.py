@@ -16,14 +16,13 @@ OUT = flags.DEFINE_string("out", None, "Output directory.")
 
 
 def require_config():
-    """The run config, checked field by field before anything runs."""
+    """The run config resolved into typed sections, checked field by field before anything runs."""
     cfg = CONFIG.value
     if cfg is None:
         raise SystemExit("error: --config=configs/<file>.py[:arg] is required for this verb")
     from jaxcoder.config import resolve
 
-    resolve(cfg)
-    return cfg
+    return resolve(cfg)
 
 
 def require(flag, what: str):

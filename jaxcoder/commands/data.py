@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from jaxcoder import config as run_config
 from jaxcoder.commands import common
 from jaxcoder.data.prepare import prepare
 
@@ -20,8 +19,8 @@ def main(argv):
     sub = argv[1:]
     if sub != ["prepare"]:
         raise SystemExit(f"usage: jaxcoder data {{{'|'.join(SUBCOMMANDS)}}} --config=...  (got {' '.join(sub)!r})")
-    cfg = common.require_config()
-    manifest = prepare(run_config.prepare_config(cfg))
+    run = common.require_config()
+    manifest = prepare(run.prepare())
     counts = manifest["counts"]
     dropped = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("dropped/")}
     print(f"data: {manifest['repositories']} repositories, {counts.get('files_seen', 0)} files seen, "
@@ -30,4 +29,4 @@ def main(argv):
     print("dropped: " + json.dumps(dict(sorted(dropped.items(), key=lambda kv: -kv[1]))))
     print("redacted: " + json.dumps({k.split('/', 1)[1]: v for k, v in counts.items() if k.startswith('redacted/')}))
     print("tokens: " + json.dumps(manifest["tokens"]))
-    print(f"manifest: {cfg.data.prepared_dir}/manifest.json")
+    print(f"manifest: {run.data.prepared_dir}/manifest.json")

@@ -20,9 +20,9 @@ UNTRAINED = flags.DEFINE_bool("untrained", False, "Evaluate the checkpoint's arc
 
 def main(argv):
     del argv
-    cfg = common.require_config()
+    run = common.require_config()
     ckpt = common.require(common.CHECKPOINT, "the checkpoint to evaluate")
-    results = runner.run(cfg, ckpt, common.STEP.value, untrained=UNTRAINED.value)
+    results = runner.run(run, ckpt, common.STEP.value, untrained=UNTRAINED.value)
     what = "untrained baseline" if UNTRAINED.value else f"step {results['step']}"
     print(f"eval of {ckpt} {what} (sandbox isolation: {results['sandbox_isolation']}; "
           f"{results['seconds']} s):")

@@ -16,6 +16,7 @@ from absl import flags
 
 from jaxcoder.commands import common
 from jaxcoder.export.checkpoint_io import export_checkpoint
+from jaxcoder.export.hf_io import ExportConfig
 from jaxcoder.train.checkpoint import recorded_layout
 
 ARCH = flags.DEFINE_string("architecture", None, "llama | starcoder2 | gpt_bigcode | auto (default: "
@@ -34,12 +35,11 @@ def main(argv):
     del argv
     ckpt = common.require(common.CHECKPOINT, "the checkpoint to export")
     out = Path(common.require(common.OUT, "the Hugging Face directory to write"))
-    run = common.CONFIG.value
-    exp = run.export if run is not None else {}
+    run = common.require_config() if common.CONFIG.value is not None else None
+    exp = run.export if run is not None else ExportConfig()
     summary, loaded = export_checkpoint(
-        ckpt, out, step=common.STEP.value, architecture=ARCH.value or exp.get("architecture", "auto"),
-        dtype=DTYPE.value or exp.get("dtype", "float32"),
-        max_shard_size=SHARD.value or exp.get("max_shard_size", "5GB"),
+        ckpt, out, step=common.STEP.value, architecture=ARCH.value or exp.architecture,
+        dtype=DTYPE.value or exp.dtype, max_shard_size=SHARD.value or exp.max_shard_size,
         tokenizer_path=run.tokenizer.path if run is not None else None)
     meta = loaded["meta"]
     if loaded["tokenizer"] is None:

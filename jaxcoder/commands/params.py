@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from absl import flags
 
-from jaxcoder import config as run_config
 from jaxcoder.commands import common
 from jaxcoder.model.config import human_count
 from jaxcoder.model.presets import PRESETS, PUBLISHED_PARAMS, preset
@@ -22,9 +21,9 @@ def main(argv):
             extra = f"{human_count(pub):>10s} {100 * (n - pub) / pub:+6.2f}%" if pub else f"{'-':>10s}"
             print(f"{name:24s} {human_count(n):>10s} {extra}")
         return
-    cfg = common.require_config()
-    m = run_config.model_config(cfg)
-    print(f"preset: {cfg.model.get('preset', '-')}")
+    run = common.require_config()
+    m = run.model
+    print(f"preset: {run.preset or '-'}")
     print(f"parameters: {m.param_count():,} ({human_count(m.param_count())})")
-    seq = cfg.train.seq_len
+    seq = run.train.seq_len
     print(f"training FLOPs/token at seq_len {seq}: {m.flops_per_token(seq):.4g}")

@@ -16,6 +16,6 @@ TITLE = flags.DEFINE_string("title", "jaxcoder run", "Report title.")
 
 def main(argv):
     del argv
-    cfg = common.require_config()
-    out = write_report(cfg.workdir, cfg.data.prepared_dir, EXPORT_CHECK.value, TITLE.value)
+    run = common.require_config()
+    out = write_report(run.workdir, run.data.prepared_dir, EXPORT_CHECK.value, TITLE.value)
     print(f"report written to {out}")

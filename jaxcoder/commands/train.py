@@ -26,24 +26,24 @@ def main(argv):
     import signal
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # until the run's own handler takes over
-    cfg = common.require_config()
+    run = common.require_config()
     if DRY_RUN.value or DRY_RUN_DEVICES.value:
         from jaxcoder.train.dry_run import GiB, dry_run
 
-        report = dry_run(cfg)
-        print(f"dry run of {cfg.model.get('preset', 'model')} at batch {cfg.train.batch_size} x seq_len "
-              f"{cfg.train.seq_len} (grad_accum {cfg.train.grad_accum}, remat {cfg.model.remat}):")
+        report = dry_run(run)
+        print(f"dry run of {run.preset or 'model'} at batch {run.train.batch_size} x seq_len "
+              f"{run.train.seq_len} (grad_accum {run.train.grad_accum}, remat {run.model.remat}):")
         print(report.table())
         budget = 80 * GiB
         print(f"  fits in 80 GiB per device:      {'yes' if report.peak_bytes < budget else 'NO'}")
         return
     from jaxcoder.parallel import distributed
 
-    d = cfg.distributed
+    d = run.distributed
     distributed.initialize(d.coordinator, d.num_processes, d.process_id, d.auto, d.local_devices)
     from jaxcoder.train.loop import train
 
-    summary = train(cfg)
+    summary = train(run)
     hist = summary["history"]
     if hist and not summary["preempted"]:
         print(f"done: step {summary['steps']}, loss {hist[0]['loss']:.3f} -> {hist[-1]['loss']:.3f}; "

@@ -34,7 +34,7 @@ from jaxcoder.data.tokenizer import load_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class LoaderConfig:
     data_dir: str
     seq_len: int
     batch_size: int  # per process
@@ -122,7 +122,7 @@ def to_model_batch(batch: dict) -> dict:
             "positions": pos[:, :-1], "loss_mask": same.astype(np.int32)}
 
 
-def documents(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def documents(cfg: LoaderConfig, *, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
     """One stream's documents before packing: mixed by language, FIM-transformed, EOS appended."""
     manifest = shards.load_manifest(cfg.data_dir)
     tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
@@ -138,7 +138,7 @@ def documents(cfg: PipelineConfig, *, process_index: int = 0, process_count: int
     return ds.random_map(_Fim(tok_path, cfg.fim), seed=stream_seed(cfg.seed, process_index))
 
 
-def build(cfg: PipelineConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+def build(cfg: LoaderConfig, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
     """One stream's dataset (`process_index` of `process_count` streams; batch_size rows per batch);
     `iter()` it for a checkpointable iterator."""
     ds = documents(cfg, process_index=process_index, process_count=process_count)
@@ -166,7 +166,7 @@ def check_resume(saved: dict | None, current: dict) -> None:
                          "settings, or start a new workdir.")
 
 
-def heldout(cfg: PipelineConfig, *, language: str | None = None) -> grain.IterDataset:
+def heldout(cfg: LoaderConfig, *, language: str | None = None) -> grain.IterDataset:
     """Deterministic left-to-right batches of the held-out shards (no shuffle, no FIM), one pass.
     Nothing is dropped: the last row and the last batch are padded with masked rows, so a language
     smaller than one batch is still measured."""
@@ -209,7 +209,7 @@ class StreamSet:
     process (`grain.checkpoint.CheckpointSave`).
     """
 
-    def __init__(self, cfg: PipelineConfig, streams: int, process_index: int = 0, process_count: int = 1):
+    def __init__(self, cfg: LoaderConfig, streams: int, process_index: int = 0, process_count: int = 1):
         if streams % process_count:
             raise ValueError(f"data.streams ({streams}) must be a multiple of the process count ({process_count})")
         per = streams // process_count

@@ -1,10 +1,8 @@
 """Generation with a KV cache: one jitted prefill over the (left-padded) prompts, then one jitted
-decode step per token.
+decode step per token, both through the model's own cached path (`Decoder.decode`).
 
-The cache holds K and V with `n_kv_heads` heads (GQA-sized) for every layer, plus each slot's
-segment id (-1 = empty, 0 = left padding, 1 = text), so padding and empty slots are never
-attended to; the sliding window is applied by slot distance, as in training. Sampling: greedy,
-temperature, top-k, top-p; stopping: EOS ids, stop strings and a token limit.
+Padding and empty cache slots are never attended to. Here: sampling (greedy, temperature,
+top-k, top-p), batching, stopping (EOS ids, stop strings, a token limit) and sharding.
 """
 
 from __future__ import annotations
@@ -16,13 +14,10 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxcoder.model import functional as F
-from jaxcoder.model.attention_ops import attend_block, attention_mask
 from jaxcoder.model.config import ModelConfig
-from jaxcoder.model.rope import rope_tables
-from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, sharding_rules, tree_shardings
+from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, sharding_rules, tree_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,53 +47,13 @@ def sample_logits(logits: jax.Array, key: jax.Array, s: SamplingConfig) -> jax.A
     return jax.random.categorical(key, logits, axis=-1)
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict:
-    dtype = dtype or jnp.dtype(cfg.dtype)
-    shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-            "seg": jnp.full((batch, length), -1, jnp.int32), "pos": jnp.zeros((batch,), jnp.int32)}
-
-
-def forward_with_cache(cfg: ModelConfig, params, tokens: jax.Array, seg: jax.Array, positions: jax.Array,
-                       cache: dict, start: int | jax.Array):
-    """Runs tokens [B, n] (cache slots start..start+n) through the model, reading and writing the
-    cache. Returns (logits [B, n, V], cache)."""
-    model = F.bind(cfg, params)
-    x = model.embed_tokens(tokens, positions)
-    rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
-    n = tokens.shape[1]
-    cache_seg = jax.lax.dynamic_update_slice(cache["seg"], seg, (0, start))
-    # Empty slots carry segment -1, which no query has.
-    mask = attention_mask(seg, cache_seg, cfg.sliding_window, q_offset=start)
-    graphdef, stacked = nnx.split(model.blocks)
-
-    def layer(h, xs):
-        state, k_cache, v_cache = xs
-        block = nnx.merge(graphdef, state)
-        q, k, v = block.attn.project_qkv(block.attn_norm(h), rope)
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
-        b, _, heads, hd = q.shape
-        qg = q.reshape(b, n, cfg.n_kv_heads, heads // cfg.n_kv_heads, hd)
-        o = attend_block(qg, k_cache, v_cache, mask, hd ** -0.5).reshape(b, n, heads, hd).astype(q.dtype)
-        h = h + block.attn.output(o)
-        h = h + block.mlp(block.mlp_norm(h))
-        return h, (k_cache, v_cache)
-
-    x, (k_new, v_new) = jax.lax.scan(layer, x, (stacked, cache["k"], cache["v"]))
-    cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
-    k_new, v_new = constrain(k_new, cache_axes), constrain(v_new, cache_axes)
-    logits = model.logits(x)
-    return logits, {"k": k_new, "v": v_new, "seg": cache_seg, "pos": cache["pos"]}
-
-
 @functools.lru_cache(maxsize=16)
 def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, total: int, mesh=None,
               rules: Rules = DEFAULT_RULES):
     @jax.jit
     def prefill(params, tokens, seg, positions, key):
-        cache = init_cache(cfg, batch, total)
-        logits, cache = forward_with_cache(cfg, params, tokens, seg, positions, cache, 0)
+        cache = F.init_cache(cfg, batch, total)
+        logits, cache = F.decode(cfg, params, tokens, seg, positions, cache, 0)
         nxt = sample_logits(logits[:, -1], key, s)
         return nxt, {**cache, "pos": positions[:, -1] + 1}
 
@@ -107,7 +62,7 @@ def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prompt_len: int, 
         b = token.shape[0]
         seg = jnp.ones((b, 1), jnp.int32)
         pos = cache["pos"][:, None]
-        logits, cache = forward_with_cache(cfg, params, token[:, None], seg, pos, cache, slot)
+        logits, cache = F.decode(cfg, params, token[:, None], seg, pos, cache, slot)
         return sample_logits(logits[:, -1], key, s), {**cache, "pos": cache["pos"] + 1}
 
     return prefill, decode

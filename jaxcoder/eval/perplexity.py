@@ -1,14 +1,11 @@
-"""Held-out loss, perplexity and bits per byte, per language (from the prepared held-out shards).
+"""Held-out perplexity per language and the teacher-forced NLL of FIM middles, for `jaxcoder eval`.
 
-The training loop's held-out loss and `jaxcoder eval` both read the held-out data through
-`heldout_sums`, so one checkpoint with the same settings reports one number in both places.
+The held-out sums are train/heldout.py's, the same code the training log uses, so one checkpoint
+with the same settings reports one number in both places.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -18,59 +15,10 @@ import numpy as np
 from jaxcoder.data import pipeline, shards
 from jaxcoder.data.tokenizer import load_tokenizer
 from jaxcoder.model.config import ModelConfig
-from jaxcoder.train.step import summed_loss
+from jaxcoder.model.loss import summed_loss
+from jaxcoder.train.heldout import heldout_step, heldout_sums, metrics, overall
 
-
-def heldout_step(cfg: ModelConfig, byte_len: np.ndarray, **jit_kwargs) -> Callable:
-    """Jitted (params, batch) -> (summed nll, target tokens, target bytes). The sums are taken
-    inside the computation, so with a batch sharded over processes they are global."""
-    table = jnp.asarray(byte_len, jnp.float32)
-
-    def step(params, batch):
-        nll, tokens = summed_loss(cfg, params, batch)
-        mask = batch["loss_mask"].astype(jnp.float32)
-        return nll, tokens, (table[batch["targets"]] * mask).sum()
-
-    return jax.jit(step, **jit_kwargs)
-
-
-def heldout_sums(step: Callable, params, pcfg: pipeline.PipelineConfig, max_batches: int, *,
-                 place: Callable | None = None, process_index: int = 0, process_count: int = 1) -> dict:
-    """{language: {"nll", "tokens", "bytes"}} over the first `max_batches` held-out batches of each
-    language (`pcfg.batch_size` rows of `pcfg.seq_len` tokens: the global batch). `place` turns a
-    process's rows into the step's input (default: device arrays). Every process builds the same
-    batches and feeds its own slice of rows, so the result does not depend on the process count
-    and every process calls `step` equally often (held-out data is small; reading it all on each
-    host costs little)."""
-    place = place or (lambda b: {k: jnp.asarray(v) for k, v in b.items()})
-    if pcfg.batch_size % process_count:
-        raise ValueError(f"the held-out batch ({pcfg.batch_size} rows) is not divisible by {process_count} processes")
-    per = pcfg.batch_size // process_count
-    rows = slice(process_index * per, (process_index + 1) * per)
-    out = {}
-    for language in sorted(shards.load_manifest(pcfg.data_dir).get("heldout_shards", {})):
-        sums = np.zeros(3)
-        for batch in itertools.islice(pipeline.heldout(pcfg, language=language), max_batches):
-            sums += [float(x) for x in step(params, place({k: v[rows] for k, v in batch.items()}))]
-        if sums[1]:
-            out[language] = {"nll": sums[0], "tokens": int(sums[1]), "bytes": int(sums[2])}
-    return out
-
-
-def metrics(sums: dict) -> dict:
-    """Loss (nats/token), perplexity and bits per byte from summed nll/tokens/bytes."""
-    loss = sums["nll"] / sums["tokens"]
-    return {"loss": loss, "perplexity": math.exp(loss),
-            "bits_per_byte": sums["nll"] / math.log(2) / max(sums["bytes"], 1),
-            "nll": sums["nll"], "tokens": sums["tokens"], "bytes": sums["bytes"]}
-
-
-def overall(per_language: dict) -> dict:
-    """All languages together: every held-out token counts once (token-weighted loss; bits per
-    byte over all bytes)."""
-    if not per_language:
-        return {}
-    return metrics({k: sum(v[k] for v in per_language.values()) for k in ("nll", "tokens", "bytes")})
+__all__ = ["continuation_nll", "evaluate", "overall"]
 
 
 def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: int, max_batches: int) -> dict:
@@ -78,7 +26,7 @@ def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: 
     manifest = shards.load_manifest(data_dir)
     tok = load_tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
     step = heldout_step(cfg, tok.byte_lengths())
-    pcfg = pipeline.PipelineConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
+    pcfg = pipeline.LoaderConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
     return {lang: metrics(s) for lang, s in heldout_sums(step, params, pcfg, max_batches).items()}
 
 

@@ -90,58 +90,71 @@ def _rope_json(cfg: ModelConfig) -> dict:
     return out
 
 
-# ------------------------------------------------------------ tensor helpers
-def _layer(params: dict, i: int) -> dict:
-    return {k: (_layer(v, i) if isinstance(v, dict) else np.asarray(v[i])) for k, v in params.items()}
-
-
-def _stack(layers: list[dict]) -> dict:
-    return {k: (_stack([lyr[k] for lyr in layers]) if isinstance(layers[0][k], dict)
-                else np.stack([lyr[k] for lyr in layers])) for k in layers[0]}
+# ------------------------------------------------------------ tensor mapping
+# Each architecture is a table of (jaxcoder parameter path, Hugging Face name, kind); one walker
+# (`Architecture.to_hf` / `from_hf`) applies it. A row applies where the model has that parameter
+# (biases, an untied head, learned positions). The kinds, for torch's [out, in] Linear weights:
+#   w_in   a kernel whose first axis is the input ([d, H, hd], [d, f]): flatten the rest, transpose
+#   w_out  a kernel whose last axis is the output ([H, hd, d]): flatten the rest, transpose
+#   flat   a per-head bias ([H, hd]): flattened
+#   copy   a vector or an embedding table: as it is
+Row = tuple[str, str, str]
 
 
 def _t(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x).T)
 
 
-def _attn_to_hf(a: dict, p: str, bias: bool) -> StateDict:
-    d = a["wq"].shape[0]
-    out = {f"{p}q_proj.weight": _t(a["wq"].reshape(d, -1)), f"{p}k_proj.weight": _t(a["wk"].reshape(d, -1)),
-           f"{p}v_proj.weight": _t(a["wv"].reshape(d, -1)), f"{p}o_proj.weight": _t(a["wo"].reshape(-1, d))}
-    if bias:
-        out.update({f"{p}q_proj.bias": a["bq"].reshape(-1), f"{p}k_proj.bias": a["bk"].reshape(-1),
-                    f"{p}v_proj.bias": a["bv"].reshape(-1), f"{p}o_proj.bias": np.asarray(a["bo"])})
-    return out
+_TO_HF = {"w_in": lambda x: _t(x.reshape(x.shape[0], -1)), "w_out": lambda x: _t(x.reshape(-1, x.shape[-1])),
+          "flat": lambda x: x.reshape(-1), "copy": lambda x: x}
+_FROM_HF = {"w_in": lambda y, shape: _t(y).reshape(shape), "w_out": lambda y, shape: _t(y).reshape(shape),
+            "flat": lambda y, shape: np.asarray(y).reshape(shape), "copy": lambda y, shape: y}
 
 
-def _attn_from_hf(sd: StateDict, p: str, cfg: ModelConfig, bias: bool) -> dict:
-    d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    out = {"wq": _t(sd[f"{p}q_proj.weight"]).reshape(d, h, hd), "wk": _t(sd[f"{p}k_proj.weight"]).reshape(d, kv, hd),
-           "wv": _t(sd[f"{p}v_proj.weight"]).reshape(d, kv, hd), "wo": _t(sd[f"{p}o_proj.weight"]).reshape(h, hd, d)}
-    if bias:
-        out.update(bq=sd[f"{p}q_proj.bias"].reshape(h, hd), bk=sd[f"{p}k_proj.bias"].reshape(kv, hd),
-                   bv=sd[f"{p}v_proj.bias"].reshape(kv, hd), bo=sd[f"{p}o_proj.bias"])
-    return out
+def _attention(p: str) -> tuple[Row, ...]:
+    """q/k/v/o projections named `<p>{q,k,v,o}_proj` (Llama, Starcoder2)."""
+    return (*((f"attn.w{n}", f"{p}{n}_proj.weight", "w_in") for n in "qkv"),
+            ("attn.wo", f"{p}o_proj.weight", "w_out"),
+            *((f"attn.b{n}", f"{p}{n}_proj.bias", "flat") for n in "qkv"), ("attn.bo", f"{p}o_proj.bias", "copy"))
 
 
-def _norm_to_hf(n: dict, p: str) -> StateDict:
-    out = {f"{p}.weight": np.asarray(n["scale"])}
-    if "bias" in n:
-        out[f"{p}.bias"] = np.asarray(n["bias"])
-    return out
+def _norms(first: str, second: str) -> tuple[Row, ...]:
+    return tuple((f"{ours}.{part}", f"{theirs}.{name}", "copy") for ours, theirs in (("attn_norm", first),
+                 ("mlp_norm", second)) for part, name in (("scale", "weight"), ("bias", "bias")))
 
 
-def _norm_from_hf(sd: StateDict, p: str, with_bias: bool) -> dict:
-    return {"scale": sd[f"{p}.weight"], **({"bias": sd[f"{p}.bias"]} if with_bias else {})}
+def _get(tree: dict, path: str):
+    for key in path.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _put(tree: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def _zeros_like(tree):
+    return {k: (_zeros_like(v) if isinstance(v, dict) else np.zeros(v.shape, np.float32)) for k, v in tree.items()}
 
 
 # -------------------------------------------------------------- architecture
 class Architecture:
-    """Base class: subclasses fill in the names and the per-layer mapping."""
+    """Base class: subclasses name themselves, say what they require and give their tables."""
 
     name: str
     model_type: str
     required: dict[str, str] = {}  # config field -> the only value this architecture supports
+    layer_prefix = "model.layers.{i}."
+    top: tuple[Row, ...] = (("embed.embedding", "model.embed_tokens.weight", "copy"),
+                            *((f"final_norm.{ours}", f"model.norm.{theirs}", "copy")
+                              for ours, theirs in (("scale", "weight"), ("bias", "bias"))),
+                            ("lm_head", "lm_head.weight", "w_in"))
+    layer: tuple[Row, ...] = ()
 
     def problems(self, cfg: ModelConfig) -> list[str]:
         """Why this architecture cannot express `cfg` (empty when it can)."""
@@ -163,45 +176,53 @@ class Architecture:
     def model_config(self, hf: dict) -> ModelConfig:
         raise NotImplementedError
 
-    def layer_to_hf(self, cfg: ModelConfig, layer: dict, p: str) -> StateDict:
-        raise NotImplementedError
-
-    def layer_from_hf(self, cfg: ModelConfig, sd: StateDict, p: str) -> dict:
-        raise NotImplementedError
-
-    layer_prefix = "model.layers.{i}."
-    embed_key = "model.embed_tokens.weight"
-    final_norm_key = "model.norm"
+    def _rows(self, cfg: ModelConfig):
+        """(jaxcoder path with a layer index, HF name, kind) for every tensor of the model."""
+        yield from ((path, name, kind, None) for path, name, kind in self.top)
+        for i in range(cfg.n_layers):
+            prefix = self.layer_prefix.format(i=i)
+            yield from ((f"blocks.{path}", prefix + name, kind, i) for path, name, kind in self.layer)
 
     def to_hf(self, cfg: ModelConfig, params: dict) -> StateDict:
         self.check(cfg)
-        sd: StateDict = {self.embed_key: np.asarray(params["embed"]["embedding"])}
-        for i in range(cfg.n_layers):
-            sd.update(self.layer_to_hf(cfg, _layer(params["blocks"], i), self.layer_prefix.format(i=i)))
-        sd.update(_norm_to_hf(params["final_norm"], self.final_norm_key))
-        if not cfg.tie_embeddings:
-            sd["lm_head.weight"] = _t(params["lm_head"])
+        sd: StateDict = {}
+        for path, name, kind, i in self._rows(cfg):
+            value = _get(params, path)
+            if value is not None:
+                sd[name] = _TO_HF[kind](np.asarray(value if i is None else value[i]))
         sd.update(self.extra_to_hf(cfg, params))
         return sd
 
     def from_hf(self, cfg: ModelConfig, sd: StateDict) -> dict:
+        from jaxcoder.model.functional import abstract_params
+
         self.check(cfg)
         missing = sorted(set(self.to_hf_keys(cfg)) - set(sd))
         if missing:
             raise ExportError(f"checkpoint lacks {len(missing)} tensor(s) {self.name} needs, e.g. {missing[:3]}")
-        params = {"embed": {"embedding": sd[self.embed_key]},
-                  "blocks": _stack([self.layer_from_hf(cfg, sd, self.layer_prefix.format(i=i))
-                                    for i in range(cfg.n_layers)]),
-                  "final_norm": _norm_from_hf(sd, self.final_norm_key, cfg.norm == "layernorm")}
-        if not cfg.tie_embeddings:
-            params["lm_head"] = _t(sd["lm_head.weight"])
-        params.update(self.extra_from_hf(cfg, sd))
+        shapes = abstract_params(cfg)
+        params: dict = {}
+        layers: dict[str, list] = {}
+        for path, name, kind, i in self._rows(cfg):
+            shape = _get(shapes, path)
+            if shape is None:
+                continue
+            if i is None:
+                _put(params, path, _FROM_HF[kind](sd[name], shape.shape))
+            else:
+                layers.setdefault(path, []).append(_FROM_HF[kind](sd[name], shape.shape[1:]))
+        for path, values in layers.items():
+            _put(params, path, np.stack(values))
+        for path, value in self.extra_from_hf(cfg, sd).items():
+            _put(params, path, value)
         return params
 
     def extra_to_hf(self, cfg: ModelConfig, params: dict) -> StateDict:
+        """Tensors a one-to-one row cannot map (GPTBigCode's fused QKV)."""
         return {}
 
     def extra_from_hf(self, cfg: ModelConfig, sd: StateDict) -> dict:
+        """{jaxcoder path: array} for what `extra_to_hf` writes."""
         return {}
 
     def to_hf_keys(self, cfg: ModelConfig) -> list[str]:
@@ -213,6 +234,13 @@ class Architecture:
                 "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": cfg.init_std,
                 "torch_dtype": "float32", "use_cache": True}
 
+    def _llama_style_json(self, cfg: ModelConfig) -> dict:
+        """The size fields Llama and Starcoder2 configs share."""
+        return {**self._common_json(cfg), "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+                "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+                "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+                "max_position_embeddings": cfg.max_seq_len, "attention_dropout": 0.0, **_rope_json(cfg)}
+
 
 def _llama_style_shape(hf: dict) -> dict:
     """The size fields Llama and Starcoder2 configs share."""
@@ -222,15 +250,17 @@ def _llama_style_shape(hf: dict) -> dict:
                 d_ff=hf["intermediate_size"], max_seq_len=hf["max_position_embeddings"])
 
 
-def _zeros_like(tree):
-    return {k: (_zeros_like(v) if isinstance(v, dict) else np.zeros(v.shape, np.float32)) for k, v in tree.items()}
-
-
 class Llama(Architecture):
     """LlamaForCausalLM: the DeepSeek-Coder line (RMSNorm, SwiGLU, RoPE, usually no biases)."""
 
     name, model_type = "LlamaForCausalLM", "llama"
     required = {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope"}
+    layer = (*_attention("self_attn."),
+             *((f"mlp.{ours}", f"mlp.{theirs}.weight", "w_in") for ours, theirs in
+               (("wi_gate", "gate_proj"), ("wi_up", "up_proj"), ("wo", "down_proj"))),
+             *((f"mlp.{ours}", f"mlp.{theirs}.bias", "copy") for ours, theirs in
+               (("bi_gate", "gate_proj"), ("bi_up", "up_proj"), ("bo", "down_proj"))),
+             *_norms("input_layernorm", "post_attention_layernorm"))
 
     def extra_problems(self, cfg):
         if cfg.sliding_window is not None:
@@ -238,12 +268,8 @@ class Llama(Architecture):
         return []
 
     def config_json(self, cfg):
-        return {**self._common_json(cfg), "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
-                "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-                "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
-                "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
-                "attention_bias": cfg.attn_bias, "mlp_bias": cfg.mlp_bias, "attention_dropout": 0.0,
-                **_rope_json(cfg)}
+        return {**self._llama_style_json(cfg), "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
+                "attention_bias": cfg.attn_bias, "mlp_bias": cfg.mlp_bias}
 
     def model_config(self, hf):
         return ModelConfig(
@@ -252,34 +278,16 @@ class Llama(Architecture):
             rope=rope_from_hf(hf), tie_embeddings=hf.get("tie_word_embeddings", False),
             init_std=hf.get("initializer_range", 0.02))
 
-    def layer_to_hf(self, cfg, lyr, p):
-        m = lyr["mlp"]
-        out = {**_attn_to_hf(lyr["attn"], p + "self_attn.", cfg.attn_bias),
-               f"{p}mlp.gate_proj.weight": _t(m["wi_gate"]), f"{p}mlp.up_proj.weight": _t(m["wi_up"]),
-               f"{p}mlp.down_proj.weight": _t(m["wo"]),
-               **_norm_to_hf(lyr["attn_norm"], p + "input_layernorm"),
-               **_norm_to_hf(lyr["mlp_norm"], p + "post_attention_layernorm")}
-        if cfg.mlp_bias:
-            out.update({f"{p}mlp.gate_proj.bias": m["bi_gate"], f"{p}mlp.up_proj.bias": m["bi_up"],
-                        f"{p}mlp.down_proj.bias": m["bo"]})
-        return out
-
-    def layer_from_hf(self, cfg, sd, p):
-        mlp = {"wi_gate": _t(sd[f"{p}mlp.gate_proj.weight"]), "wi_up": _t(sd[f"{p}mlp.up_proj.weight"]),
-               "wo": _t(sd[f"{p}mlp.down_proj.weight"])}
-        if cfg.mlp_bias:
-            mlp.update(bi_gate=sd[f"{p}mlp.gate_proj.bias"], bi_up=sd[f"{p}mlp.up_proj.bias"],
-                       bo=sd[f"{p}mlp.down_proj.bias"])
-        return {"attn": _attn_from_hf(sd, p + "self_attn.", cfg, cfg.attn_bias), "mlp": mlp,
-                "attn_norm": _norm_from_hf(sd, p + "input_layernorm", False),
-                "mlp_norm": _norm_from_hf(sd, p + "post_attention_layernorm", False)}
-
 
 class Starcoder2(Architecture):
     """Starcoder2ForCausalLM: LayerNorm with bias, GELU-tanh MLP, RoPE, GQA, sliding window."""
 
     name, model_type = "Starcoder2ForCausalLM", "starcoder2"
     required = {"norm": "layernorm", "mlp": "gelu", "position": "rope"}
+    layer = (*_attention("self_attn."),
+             ("mlp.wi", "mlp.c_fc.weight", "w_in"), ("mlp.wo", "mlp.c_proj.weight", "w_in"),
+             ("mlp.bi", "mlp.c_fc.bias", "copy"), ("mlp.bo", "mlp.c_proj.bias", "copy"),
+             *_norms("input_layernorm", "post_attention_layernorm"))
 
     def extra_problems(self, cfg):
         if cfg.attn_bias != cfg.mlp_bias:
@@ -287,13 +295,9 @@ class Starcoder2(Architecture):
         return []
 
     def config_json(self, cfg):
-        return {**self._common_json(cfg), "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
-                "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-                "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
-                "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": cfg.max_seq_len,
-                "norm_epsilon": cfg.norm_eps, "use_bias": cfg.attn_bias, "sliding_window": cfg.sliding_window,
-                "attention_dropout": 0.0, "residual_dropout": 0.0, "embedding_dropout": 0.0,
-                **_rope_json(cfg)}
+        return {**self._llama_style_json(cfg), "hidden_act": "gelu_pytorch_tanh", "norm_epsilon": cfg.norm_eps,
+                "use_bias": cfg.attn_bias, "sliding_window": cfg.sliding_window, "residual_dropout": 0.0,
+                "embedding_dropout": 0.0}
 
     def model_config(self, hf):
         bias = hf.get("use_bias", True)
@@ -303,32 +307,20 @@ class Starcoder2(Architecture):
             sliding_window=hf.get("sliding_window"), tie_embeddings=hf.get("tie_word_embeddings", True),
             init_std=hf.get("initializer_range", 0.02))
 
-    def layer_to_hf(self, cfg, lyr, p):
-        m = lyr["mlp"]
-        out = {**_attn_to_hf(lyr["attn"], p + "self_attn.", cfg.attn_bias),
-               f"{p}mlp.c_fc.weight": _t(m["wi"]), f"{p}mlp.c_proj.weight": _t(m["wo"]),
-               **_norm_to_hf(lyr["attn_norm"], p + "input_layernorm"),
-               **_norm_to_hf(lyr["mlp_norm"], p + "post_attention_layernorm")}
-        if cfg.mlp_bias:
-            out.update({f"{p}mlp.c_fc.bias": m["bi"], f"{p}mlp.c_proj.bias": m["bo"]})
-        return out
-
-    def layer_from_hf(self, cfg, sd, p):
-        mlp = {"wi": _t(sd[f"{p}mlp.c_fc.weight"]), "wo": _t(sd[f"{p}mlp.c_proj.weight"])}
-        if cfg.mlp_bias:
-            mlp.update(bi=sd[f"{p}mlp.c_fc.bias"], bo=sd[f"{p}mlp.c_proj.bias"])
-        return {"attn": _attn_from_hf(sd, p + "self_attn.", cfg, cfg.attn_bias), "mlp": mlp,
-                "attn_norm": _norm_from_hf(sd, p + "input_layernorm", True),
-                "mlp_norm": _norm_from_hf(sd, p + "post_attention_layernorm", True)}
-
 
 class GPTBigCode(Architecture):
     """GPTBigCodeForCausalLM: SantaCoder / StarCoderBase (MQA or MHA, learned positions, fused QKV)."""
 
     name, model_type = "GPTBigCodeForCausalLM", "gpt_bigcode"
     layer_prefix = "transformer.h.{i}."
-    embed_key = "transformer.wte.weight"
-    final_norm_key = "transformer.ln_f"
+    top = (("embed.embedding", "transformer.wte.weight", "copy"),
+           ("pos_embed.embedding", "transformer.wpe.weight", "copy"),
+           *((f"final_norm.{ours}", f"transformer.ln_f.{theirs}", "copy") for ours, theirs in
+             (("scale", "weight"), ("bias", "bias"))))
+    layer = (("attn.wo", "attn.c_proj.weight", "w_out"), ("attn.bo", "attn.c_proj.bias", "copy"),
+             ("mlp.wi", "mlp.c_fc.weight", "w_in"), ("mlp.bi", "mlp.c_fc.bias", "copy"),
+             ("mlp.wo", "mlp.c_proj.weight", "w_in"), ("mlp.bo", "mlp.c_proj.bias", "copy"),
+             *_norms("ln_1", "ln_2"))
 
     required = {"position": "learned", "norm": "layernorm", "mlp": "gelu"}
 
@@ -365,12 +357,12 @@ class GPTBigCode(Architecture):
             mlp="gelu", attn_bias=True, mlp_bias=True, position="learned", tie_embeddings=True,
             init_std=hf.get("initializer_range", 0.02))
 
-    def _fuse(self, cfg, q, k, v, axis_in: int):
+    def _fuse(self, cfg, q, k, v, lead: int):
         """[.., H, hd] q and [.., KV, hd] k/v -> the c_attn output layout."""
-        lead = q.shape[:axis_in]
+        lead_shape = q.shape[:lead]
         if cfg.n_kv_heads == 1:  # [q (H*hd) | k (hd) | v (hd)]
-            return np.concatenate([q.reshape(*lead, -1), k.reshape(*lead, -1), v.reshape(*lead, -1)], axis=-1)
-        return np.stack([q, k, v], axis=-2).reshape(*lead, -1)  # per head: [q_h | k_h | v_h]
+            return np.concatenate([x.reshape(*lead_shape, -1) for x in (q, k, v)], axis=-1)
+        return np.stack([q, k, v], axis=-2).reshape(*lead_shape, -1)  # per head: [q_h | k_h | v_h]
 
     def _split(self, cfg, fused):
         lead, h, kv, hd = fused.shape[:-1], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -380,31 +372,23 @@ class GPTBigCode(Architecture):
         qkv = fused.reshape(*lead, h, 3, hd)
         return qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
 
-    def layer_to_hf(self, cfg, lyr, p):
-        a, m = lyr["attn"], lyr["mlp"]
-        w = self._fuse(cfg, a["wq"], a["wk"], a["wv"], 1)
-        b = self._fuse(cfg, a["bq"], a["bk"], a["bv"], 0)
-        return {f"{p}attn.c_attn.weight": _t(w), f"{p}attn.c_attn.bias": b,
-                f"{p}attn.c_proj.weight": _t(a["wo"].reshape(-1, cfg.d_model)), f"{p}attn.c_proj.bias": a["bo"],
-                f"{p}mlp.c_fc.weight": _t(m["wi"]), f"{p}mlp.c_fc.bias": m["bi"],
-                f"{p}mlp.c_proj.weight": _t(m["wo"]), f"{p}mlp.c_proj.bias": m["bo"],
-                **_norm_to_hf(lyr["attn_norm"], p + "ln_1"), **_norm_to_hf(lyr["mlp_norm"], p + "ln_2")}
-
-    def layer_from_hf(self, cfg, sd, p):
-        wq, wk, wv = self._split(cfg, _t(sd[f"{p}attn.c_attn.weight"]))
-        bq, bk, bv = self._split(cfg, sd[f"{p}attn.c_attn.bias"])
-        return {"attn": {"wq": wq, "wk": wk, "wv": wv, "bq": bq, "bk": bk, "bv": bv,
-                         "wo": _t(sd[f"{p}attn.c_proj.weight"]).reshape(cfg.n_heads, cfg.head_dim, cfg.d_model),
-                         "bo": sd[f"{p}attn.c_proj.bias"]},
-                "mlp": {"wi": _t(sd[f"{p}mlp.c_fc.weight"]), "bi": sd[f"{p}mlp.c_fc.bias"],
-                        "wo": _t(sd[f"{p}mlp.c_proj.weight"]), "bo": sd[f"{p}mlp.c_proj.bias"]},
-                "attn_norm": _norm_from_hf(sd, p + "ln_1", True), "mlp_norm": _norm_from_hf(sd, p + "ln_2", True)}
-
     def extra_to_hf(self, cfg, params):
-        return {"transformer.wpe.weight": np.asarray(params["pos_embed"]["embedding"])}
+        a, out = params["blocks"]["attn"], {}
+        for i in range(cfg.n_layers):
+            p = self.layer_prefix.format(i=i)
+            out[f"{p}attn.c_attn.weight"] = _t(self._fuse(cfg, *(np.asarray(a[n][i]) for n in ("wq", "wk", "wv")), 1))
+            out[f"{p}attn.c_attn.bias"] = self._fuse(cfg, *(np.asarray(a[n][i]) for n in ("bq", "bk", "bv")), 0)
+        return out
 
     def extra_from_hf(self, cfg, sd):
-        return {"pos_embed": {"embedding": sd["transformer.wpe.weight"]}}
+        parts = {n: [] for n in ("wq", "wk", "wv", "bq", "bk", "bv")}
+        for i in range(cfg.n_layers):
+            p = self.layer_prefix.format(i=i)
+            for names, fused in ((("wq", "wk", "wv"), _t(sd[f"{p}attn.c_attn.weight"])),
+                                 (("bq", "bk", "bv"), sd[f"{p}attn.c_attn.bias"])):
+                for n, value in zip(names, self._split(cfg, fused), strict=True):
+                    parts[n].append(value)
+        return {f"blocks.attn.{n}": np.stack(v) for n, v in parts.items()}
 
 
 ARCHITECTURES: dict[str, Callable[[], Architecture]] = {

@@ -114,7 +114,7 @@ def _sharded(fn: AttentionFn) -> AttentionFn:
 
 def pallas_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=None, scale=None):
     """Our Pallas flash-attention kernel (`kernels/`); on CPU it runs in the interpreter."""
-    from kernels.flash_attention import flash_attention  # kernels import this module's registry
+    from jaxcoder_kernels.flash_attention import flash_attention  # kernels import this module's registry
 
     return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                            sliding_window=sliding_window, scale=scale)

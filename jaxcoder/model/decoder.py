@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcoder.model.attention_ops import attention_mask
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.layers import Attention, Embed, Mlp, Norm
 from jaxcoder.model.rope import rope_tables
@@ -35,10 +36,28 @@ class Block(nnx.Module):
         self.mlp = Mlp(cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array, segment_ids: jax.Array, rope) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x), segment_ids, rope)
-        x = constrain(x, ("batch", "length", "embed"))
+        return self._residual(x, lambda h: (self.attn(h, segment_ids, rope), None))[0]
+
+    def decode(self, x: jax.Array, rope, cache, mask: jax.Array, start):
+        """The block over new tokens with this layer's KV cache: (x, updated cache)."""
+        return self._residual(x, lambda h: self.attn.decode(h, rope, cache, mask, start))
+
+    def _residual(self, x: jax.Array, attention):
+        """The block's one structure; `attention(h)` returns (output, anything to pass out)."""
+        out, aux = attention(self.attn_norm(x))
+        x = constrain(x + out, ("batch", "length", "embed"))
         x = x + self.mlp(self.mlp_norm(x))
-        return constrain(x, ("batch", "length", "embed"))
+        return constrain(x, ("batch", "length", "embed")), aux
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict:
+    """An empty KV cache for `Decoder.decode`: `batch` rows of `length` slots, K and V with
+    n_kv_heads heads (GQA-sized) per layer, each slot's segment id (-1 = empty; padding 0, text 1)
+    and each row's next position."""
+    dtype = dtype or jnp.dtype(cfg.dtype)
+    shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "seg": jnp.full((batch, length), -1, jnp.int32), "pos": jnp.zeros((batch,), jnp.int32)}
 
 
 def _stack_axes(module: nnx.Module) -> None:
@@ -108,6 +127,27 @@ class Decoder(nnx.Module):
         x = self.final_norm(x)
         out = self.embed.attend(x) if self.cfg.tie_embeddings else x @ self.lm_head[...].astype(x.dtype)
         return constrain(out.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def decode(self, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array, cache: dict,
+               start: int | jax.Array) -> tuple[jax.Array, dict]:
+        """tokens [B, n] into cache slots start..start+n (prefill or one decoding step): the
+        logits [B, n, V] and the updated cache. Empty slots carry segment -1, which no query has;
+        the sliding window applies by slot distance, as in training."""
+        cfg = self.cfg
+        x = self.embed_tokens(tokens, positions)
+        rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
+        cache_seg = jax.lax.dynamic_update_slice(cache["seg"], segment_ids, (0, start))
+        mask = attention_mask(segment_ids, cache_seg, cfg.sliding_window, q_offset=start)
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def layer(h, xs):
+            state, k_cache, v_cache = xs
+            return nnx.merge(graphdef, state).decode(h, rope, (k_cache, v_cache), mask, start)
+
+        x, (k_new, v_new) = jax.lax.scan(layer, x, (stacked, cache["k"], cache["v"]))
+        cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
+        return self.logits(x), {"k": constrain(k_new, cache_axes), "v": constrain(v_new, cache_axes),
+                                "seg": cache_seg, "pos": cache["pos"]}
 
     def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
                  positions: jax.Array | None = None) -> jax.Array:

@@ -13,7 +13,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcoder.model.config import ModelConfig
-from jaxcoder.model.decoder import Decoder
+from jaxcoder.model.decoder import Decoder, init_cache
+
+__all__ = ["abstract_params", "bind", "cast_params", "count_params", "decode", "forward", "init_cache",
+           "init_params", "param_axes"]
 
 Params = dict
 
@@ -54,6 +57,12 @@ def forward(cfg: ModelConfig, params: Params, tokens: jax.Array, *, segment_ids:
             positions: jax.Array | None = None) -> jax.Array:
     """Logits [B, T, V] float32."""
     return bind(cfg, params)(tokens, segment_ids=segment_ids, positions=positions)
+
+
+def decode(cfg: ModelConfig, params: Params, tokens: jax.Array, segment_ids: jax.Array, positions: jax.Array,
+           cache: dict, start) -> tuple[jax.Array, dict]:
+    """(logits [B, n, V], cache) for tokens [B, n] written at cache slots start..start+n."""
+    return bind(cfg, params).decode(tokens, segment_ids, positions, cache, start)
 
 
 def count_params(params: Params) -> int:

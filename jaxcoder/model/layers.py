@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcoder.model.attention_ops import attend
+from jaxcoder.model.attention_ops import attend, attend_block
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.rope import apply_rope
 from jaxcoder.parallel.rules import constrain
@@ -142,6 +142,19 @@ class Attention(nnx.Module):
         o = attend(q, k, v, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
                    sliding_window=self.cfg.sliding_window, impl=self.cfg.attention_impl)
         return self.output(o)
+
+    def decode(self, x: jax.Array, rope, cache: tuple[jax.Array, jax.Array], mask: jax.Array,
+               start: int | jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """x [B, n] at cache slots start..start+n: writes its K/V into the layer's cache
+        ([B, S, KV, hd] each) and attends over the cache under `mask` [B, n, S]."""
+        q, k, v = self.project_qkv(x, rope)
+        k_cache, v_cache = cache
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
+        b, n, heads, hd = q.shape
+        qg = q.reshape(b, n, self.cfg.n_kv_heads, heads // self.cfg.n_kv_heads, hd)
+        o = attend_block(qg, k_cache, v_cache, mask, hd ** -0.5).reshape(b, n, heads, hd).astype(q.dtype)
+        return self.output(o), (k_cache, v_cache)
 
 
 class Embed(nnx.Module):

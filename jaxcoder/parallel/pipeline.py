@@ -40,7 +40,7 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class StageConfig:
     stages: int = 1
     microbatches: int = 1
     repeats: int = 1
@@ -64,11 +64,11 @@ class PipelineConfig:
             raise ValueError(f"the per-step batch ({batch}) is not divisible by pipeline.microbatches ({m})")
 
 
-_ACTIVE: contextvars.ContextVar[PipelineConfig | None] = contextvars.ContextVar("jaxcoder_pipeline", default=None)
+_ACTIVE: contextvars.ContextVar[StageConfig | None] = contextvars.ContextVar("jaxcoder_pipeline", default=None)
 
 
 @contextlib.contextmanager
-def pipelining(cfg: PipelineConfig):
+def pipelining(cfg: StageConfig):
     """Model code traced inside runs its layer stack through the pipeline."""
     token = _ACTIVE.set(cfg if cfg.stages > 1 else None)
     try:
@@ -77,7 +77,7 @@ def pipelining(cfg: PipelineConfig):
         _ACTIVE.reset(token)
 
 
-def active() -> PipelineConfig | None:
+def active() -> StageConfig | None:
     return _ACTIVE.get()
 
 
@@ -92,7 +92,7 @@ def _merge(x: jax.Array) -> jax.Array:
     return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def run(pcfg: PipelineConfig, stacked, x: jax.Array, segment_ids: jax.Array, positions: jax.Array,
+def run(pcfg: StageConfig, stacked, x: jax.Array, segment_ids: jax.Array, positions: jax.Array,
         layer_fn) -> jax.Array:
     """Applies the stacked layers to x [B, T, D] through the pipeline.
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import jax
-import ml_collections
 
 from jaxcoder.train import sharding as shard_lib
-from jaxcoder.train.loop import setup
+from jaxcoder.train.setup import setup
 from jaxcoder.train.step import make_train_step
+
+if TYPE_CHECKING:
+    from jaxcoder.config import RunConfig
 
 GiB = 1024**3
 
@@ -51,14 +54,14 @@ class DryRunReport:
         return "\n".join(f"  {k:30s} {v}" for k, v in rows)
 
 
-def dry_run(cfg: ml_collections.ConfigDict) -> DryRunReport:
-    st = setup(cfg)
+def dry_run(run: RunConfig) -> DryRunReport:
+    st = setup(run)
     mcfg, optimizer, mesh, sh = st.mcfg, st.optimizer, st.mesh, st.sh
     params, opt_state = shard_lib.abstract_state(mcfg, optimizer, sh)
-    b, t = cfg.train.batch_size, cfg.train.seq_len
+    b, t = run.train.batch_size, run.train.seq_len
     batch = {k: jax.ShapeDtypeStruct((b, t), jax.numpy.int32, sharding=sh.batch)
              for k in ("inputs", "targets", "segment_ids", "positions", "loss_mask")}
-    step = jax.jit(make_train_step(mcfg, optimizer, cfg.train.z_loss, cfg.train.grad_accum),
+    step = jax.jit(make_train_step(mcfg, optimizer, run.train.z_loss, run.train.grad_accum),
                    in_shardings=(sh.params, sh.opt_state, sh.batch),
                    out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
     start = time.perf_counter()
@@ -71,4 +74,4 @@ def dry_run(cfg: ml_collections.ConfigDict) -> DryRunReport:
         state_bytes_per_device=shard_lib.bytes_per_device(params) + shard_lib.bytes_per_device(opt_state),
         argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
         temp_bytes=int(mem.temp_size_in_bytes), compile_seconds=seconds,
-        bubble_fraction=st.pipeline.bubble_fraction())
+        bubble_fraction=st.stages.bubble_fraction())

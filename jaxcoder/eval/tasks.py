@@ -1,0 +1,181 @@
+"""Evaluation tasks, each a small function registered by name (as big_vision's evaluators are).
+
+A task takes one `EvalContext` (the model, its tokenizer, the run's sections, the sample store)
+and returns its results dict; `jaxcoder eval` runs the names in `eval.tasks`. A new task is a
+function decorated with `@register("name")` in any module the runner imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxcoder.data import shards
+from jaxcoder.data.fim import FimTokens
+from jaxcoder.data.tokenizer import Tokenizer
+from jaxcoder.eval import humaneval, infilling, perplexity
+from jaxcoder.eval.generate import SamplingConfig, generate, truncate
+from jaxcoder.eval.sandbox import SandboxConfig, run_many
+from jaxcoder.eval.store import SampleStore
+from jaxcoder.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from jaxcoder.config import RunConfig
+
+TASKS: dict[str, Callable[[EvalContext], dict]] = {}
+FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span")
+
+
+def register(name: str):
+    """Makes the decorated `fn(ctx) -> dict` the task `name`."""
+    def wrap(fn):
+        TASKS[name] = fn
+        return fn
+
+    return wrap
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """What every task may use."""
+
+    run: RunConfig
+    checkpoint: str
+    mcfg: ModelConfig
+    params: Any
+    tokenizer: Tokenizer
+    layout: str  # the FIM token set of the model's training run
+    store: SampleStore
+    mesh: Any = None  # generation is sharded over it when there are several devices
+    _heldout: list[str] | None = None
+
+    def generate(self, jobs: Sequence[tuple[str, list[int]]], sampling: SamplingConfig, stop: Sequence[str],
+                 desc: str) -> None:
+        """Generates the jobs (key, prompt ids) whose key is not in the store yet, in batches of
+        eval.batch_size; each completion is stored cut at its first stop string."""
+        decode = self.tokenizer.decode
+        pending = [(k, p) for k, p in jobs if k not in self.store]
+        size = self.run.eval.batch_size
+        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+        check = (lambda i, toks: any(s in decode(toks) for s in stop)) if stop else None
+        for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", mininterval=1.0)):
+            s = dataclasses.replace(sampling, seed=sampling.seed * 100003 + n + len(jobs) - len(pending))
+            outs = generate(self.mcfg, self.params, [p for _, p in batch], s, stop_ids=(self.tokenizer.eos_id,),
+                            stop_check=check, mesh=self.mesh)
+            for (key, _), toks in zip(batch, outs, strict=True):
+                self.store.put(key, truncate(decode(toks), stop))
+
+    def check_data_tokenizer(self) -> None:
+        """Held-out data must be tokenized with the model's own tokenizer (perplexity reads its ids)."""
+        data_dir = self.run.data.prepared_dir
+        if shards.load_manifest(data_dir)["tokenizer"]["sha256"] != self.tokenizer.sha256():
+            raise ValueError(f"{data_dir} was tokenized with another tokenizer than the checkpoint's; prepare it "
+                             f"with the model's own: jaxcoder data prepare --config.tokenizer.path={self.checkpoint} "
+                             f"--config.data.prepared_dir=...")
+
+    def heldout_texts(self) -> list[str]:
+        """Decoded held-out documents (eval.fim.languages only, when any are named), read once."""
+        if self._heldout is None:
+            self.check_data_tokenizer()
+            self._heldout = _heldout_texts(self.run.data.prepared_dir, self.tokenizer, self.run.eval.fim.languages)
+        return self._heldout
+
+
+def _heldout_texts(data_dir: str, tok: Tokenizer, languages=()) -> list[str]:
+    manifest = shards.load_manifest(data_dir)
+    held = manifest.get("heldout_shards", {})
+    unknown = sorted(set(languages) - set(held))
+    if unknown:
+        raise ValueError(f"eval.fim.languages: no held-out shards for {', '.join(unknown)} in {data_dir} "
+                         f"(held out: {', '.join(sorted(held))})")
+    texts = []
+    for language in sorted(languages or held):
+        for p in shards.shard_paths(data_dir, manifest, language, "heldout"):
+            for d in shards.read_documents(Path(p)):
+                ids = d.tolist()
+                texts.append(tok.decode(ids[1:] if tok.add_bos and ids[:1] == [tok.bos_id] else ids))
+    if not texts:
+        raise ValueError(f"{data_dir} has no held-out shards for the held-out FIM tasks (data.heldout_fraction was 0)")
+    return texts
+
+
+@register("perplexity")
+def perplexity_task(ctx: EvalContext) -> dict:
+    """Held-out loss, perplexity and bits per byte per language, and over all of them."""
+    ctx.check_data_tokenizer()
+    e = ctx.run.eval
+    per_lang = perplexity.evaluate(ctx.mcfg, ctx.params, ctx.run.data.prepared_dir, e.seq_len, e.batch_size,
+                                   e.perplexity_batches)
+    return {"overall": perplexity.overall(per_lang), "per_language": per_lang}
+
+
+@register("humaneval")
+def humaneval_task(ctx: EvalContext) -> dict:
+    """The 164 problems (eval.humaneval.limit first), n samples each, run in the sandbox; pass@k."""
+    h, e = ctx.run.eval.humaneval, ctx.run.eval
+    sampling = SamplingConfig(max_new_tokens=h.max_new_tokens, temperature=h.temperature, top_p=h.top_p,
+                              seed=ctx.run.seed)
+    probs = humaneval.problems()[: h.limit or None]
+    tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
+    keyed = [(f"he/{tag}/{p['task_id']}/{j}", p) for p in probs for j in range(h.n_samples)]
+    ctx.generate([(k, ctx.tokenizer.encode_prompt(humaneval.prompt(p))) for k, p in keyed], sampling,
+                 humaneval.STOP_WORDS, "humaneval: generate")
+    sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=e.sandbox_workers)
+    todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
+    for i in tqdm(range(0, len(todo), 16), desc="humaneval: execute", unit="batch", mininterval=1.0):
+        chunk = todo[i:i + 16]
+        for (k, _), r in zip(chunk, run_many([humaneval.program(p, ctx.store[k]) for k, p in chunk], sandbox),
+                             strict=True):
+            ctx.store.put(f"exec/{k}", r.status)
+    by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in probs}
+    for k, p in keyed:
+        by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
+    return {"problems": len(probs), "samples_per_problem": h.n_samples, "temperature": h.temperature,
+            "top_p": h.top_p, **humaneval.mean_pass_at_k(list(by_problem.values()), tuple(h.ks))}
+
+
+def _fim_items(ctx: EvalContext, name: str) -> tuple[list[dict], tuple[str, ...]]:
+    """The infilling tasks of `name` and where a generated middle stops."""
+    f, seed = ctx.run.eval.fim, ctx.run.seed
+    if name == "fim_single_line":
+        return infilling.single_line_tasks()[: f.limit or None], ("\n",)
+    if name == "fim_heldout_line":
+        return infilling.heldout_line_tasks(ctx.heldout_texts(), f.heldout_lines, seed=seed), ("\n",)
+    return infilling.random_span_tasks(ctx.heldout_texts(), f.random_spans, seed=seed), ()
+
+
+def fim_task(ctx: EvalContext, name: str) -> dict:
+    """Exact match of greedy middles (SantaCoder's protocol); for held-out lines also the true
+    middle's teacher-forced NLL (the FIM loss of Bavarian et al.)."""
+    f = ctx.run.eval.fim
+    if f.mode == "spm" and ctx.layout == "deepseek":
+        raise ValueError("eval.fim.mode=spm: the deepseek FIM layout is PSM only (DeepSeek-Coder never trains SPM)")
+    ctx.tokenizer.check_layout(ctx.layout, "the FIM tasks")
+    ids = FimTokens.from_tokenizer(ctx.tokenizer, ctx.layout)
+    items, stop = _fim_items(ctx, name)
+    # The prompt settings are part of the key: a rerun with another mode, context or length
+    # regenerates instead of reusing generations made for different prompts.
+    tag = f"{f.mode}_c{f.max_context}_m{f.max_new_tokens}"
+    jobs = [(f"{name}/{tag}/{it['id']}", infilling.fim_prompt(ctx.tokenizer, ids, it["prefix"], it["suffix"],
+                                                              f.max_context, spm=f.mode == "spm"))
+            for it in items]
+    ctx.generate(jobs, SamplingConfig(max_new_tokens=f.max_new_tokens), stop, f"{name}: generate")
+    hits = [infilling.exact_match(ctx.store[k], it["middle"]) for (k, _), it in zip(jobs, items, strict=True)]
+    out = {"tasks": len(items), "mode": f.mode, "matches": int(sum(hits)),
+           "exact_match": float(np.mean(hits)) if hits else math.nan,
+           "matched_examples": [it["middle"] for it, h in zip(items, hits, strict=True) if h][:5]}
+    if name == "fim_heldout_line" and items:
+        pairs = [(p, ctx.tokenizer.encode(it["middle"])) for (_, p), it in zip(jobs, items, strict=True)]
+        out["middle_nll"] = perplexity.continuation_nll(ctx.mcfg, ctx.params, pairs, ctx.run.eval.batch_size)
+    return out
+
+
+for _name in FIM_TASKS:
+    register(_name)(functools.partial(fim_task, name=_name))
