@@ -5,7 +5,9 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-from jaxcoder.data.prepare import PrepareConfig, prepare
+from jaxcoder.data.config import DataConfig, SourcesConfig
+from jaxcoder.data.prepare import prepare
+from jaxcoder.data.tokenizer import TokenizerConfig
 
 
 def ensure_prepared(data_dir: str, kind: str = "sentencepiece") -> Path:
@@ -14,10 +16,10 @@ def ensure_prepared(data_dir: str, kind: str = "sentencepiece") -> Path:
     path = Path(data_dir)
     if not (path / "manifest.json").exists():
         stdlib = sysconfig.get_paths()["stdlib"]
-        prepare(PrepareConfig(out_dir=str(path), repo_roots=(stdlib,),
-                              repo_dirs=tuple(p for p in ("/usr/include/linux",) if Path(p).is_dir()),
-                              exclude=("__pycache__", "site-packages", "test", "tests", "idlelib", "lib2to3"),
-                              tokenizer_vocab_size=8192, tokenizer_kind=kind))
+        sources = SourcesConfig(repo_roots=(stdlib,), repo_dirs=tuple(p for p in ("/usr/include/linux",)
+                                                                      if Path(p).is_dir()),
+                                exclude=("__pycache__", "site-packages", "test", "tests", "idlelib", "lib2to3"))
+        prepare(DataConfig(prepared_dir=str(path), sources=sources), TokenizerConfig(vocab_size=8192, kind=kind))
     return path
 
 

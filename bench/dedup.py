@@ -14,7 +14,7 @@ import time
 from _corpus import stdlib_texts
 from _record import record
 
-from jaxcoder.data.dedup import NON_ALPHA, DedupConfig, MinHasher, UnionFind, near_duplicate_clusters
+from jaxcoder.data.dedup import NON_ALPHA, DedupConfig, MinHasher, near_duplicate_clusters, union_find_components
 
 
 def datasketch_clusters(texts, cfg):
@@ -29,12 +29,8 @@ def datasketch_clusters(texts, cfg):
         sigs.append(m)
         if len(toks) >= cfg.ngram:
             lsh.insert(i, m)
-    uf = UnionFind(len(texts))
-    for i, m in enumerate(sigs):
-        if i in lsh:
-            for j in lsh.query(m):
-                uf.union(i, j)
-    return uf.roots()
+    roots = union_find_components((i, j) for i, m in enumerate(sigs) if i in lsh for j in lsh.query(m))
+    return [roots.get(i, i) for i in range(len(texts))]
 
 
 def groups(clusters):

@@ -4,9 +4,9 @@
 `--config.<field>=<value>` overrides. Every section is generated from its dataclass (defaults and
 bounds live there), and `resolve(cfg)` turns the whole run config back into a `RunConfig` of typed,
 validated sections in one step: a nonsense value is refused, naming the field, before anything
-runs. `train`, `eval`, `data prepare` and the dry run take the `RunConfig` (and derive the loader,
-optimizer and pipeline-stage configs from its methods); nothing below sees the ml_collections
-object.
+runs. `train`, `eval` and the dry run take the `RunConfig` (and derive the loader, optimizer and
+pipeline-stage configs from its methods), `data prepare` its data and tokenizer sections; nothing
+below sees the ml_collections object.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from jaxcoder.parallel.pipeline import ScheduleConfig, StageConfig
 from jaxcoder.train.config import TrainConfig
 from jaxcoder.train.optimizer import OptimizerConfig
 
-if TYPE_CHECKING:  # the loader and `data prepare` import grain and array_record: only when used
+if TYPE_CHECKING:  # the loader imports grain and array_record: only when used
     from jaxcoder.data.pipeline import LoaderConfig
-    from jaxcoder.data.prepare import PrepareConfig
 
 __all__ = ["ConfigError", "RunConfig", "base_config", "parse_arg", "resolve"]
 
@@ -79,20 +78,6 @@ class RunConfig:
         """The pipeline schedule for `stages` (the resolved mesh.stage)."""
         return StageConfig(stages=stages, microbatches=self.pipeline.microbatches or 2 * stages,
                            repeats=self.pipeline.repeats)
-
-    def prepare(self) -> PrepareConfig:
-        """What `data prepare` needs: the data and tokenizer sections."""
-        from jaxcoder.data.prepare import PrepareConfig
-
-        d, t = self.data, self.tokenizer
-        return PrepareConfig(
-            out_dir=d.prepared_dir, repo_dirs=d.sources.repo_dirs, repo_roots=d.sources.repo_roots,
-            records=d.sources.records, exclude=d.sources.exclude, languages=d.languages, filters=d.filters,
-            dedup=d.dedup, near_dedup=d.near_dedup, pii=d.pii, decontamination=d.decontamination,
-            repo_level=d.repo_level, repo_format=d.repo_format, tokenizer_path=t.path, tokenizer_kind=t.kind,
-            tokenizer_vocab_size=t.vocab_size, tokenizer_layout=t.layout, tokenizer_train_docs=t.train_docs,
-            tokens_per_shard=d.tokens_per_shard, max_sample_tokens=d.max_sample_tokens,
-            heldout_fraction=d.heldout_fraction, num_workers=d.prepare_workers)
 
 
 @dataclasses.dataclass(frozen=True)

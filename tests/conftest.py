@@ -22,11 +22,13 @@ def prepared_data(tmp_path_factory):
     """A small prepared dataset (two stdlib packages as repositories) shared by data/train tests."""
     import sysconfig
 
-    from jaxcoder.data.prepare import PrepareConfig, prepare
+    from helpers import Prepared, prepare_configs
+
+    from jaxcoder.data.prepare import prepare
 
     stdlib = sysconfig.get_paths()["stdlib"]
     out = tmp_path_factory.mktemp("prepared") / "data"
-    cfg = PrepareConfig(out_dir=str(out), repo_dirs=(f"{stdlib}/json", f"{stdlib}/email", f"{stdlib}/http"),
-                        tokenizer_vocab_size=1024, heldout_fraction=0.2, num_workers=1, tokens_per_shard=50_000,
-                        max_sample_tokens=4096)
-    return cfg, prepare(cfg, progress=False)
+    run = Prepared(*prepare_configs(out, repo_dirs=(f"{stdlib}/json", f"{stdlib}/email", f"{stdlib}/http"),
+                                    vocab_size=1024, heldout_fraction=0.2, tokens_per_shard=50_000,
+                                    max_sample_tokens=4096))
+    return run, prepare(run.data, run.tokenizer, progress=False)

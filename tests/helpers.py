@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -95,3 +97,40 @@ def starcoder2_like_tokenizer(texts, out_dir, vocab_size: int = 1200):
               "clean_up_tokenization_spaces": False}
     (Path(out) / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def prepare_configs(out_dir, *, vocab_size: int = 1024, kind: str = "sentencepiece", tokenizer_path=None,
+                    workers: int = 2, **fields):
+    """The (data, tokenizer) sections of a `data prepare` run into `out_dir`: `fields` are data
+    fields or data.sources fields (sources not named are empty)."""
+    from jaxcoder.data.config import DataConfig, SourcesConfig
+    from jaxcoder.data.tokenizer import TokenizerConfig
+
+    names = {f.name for f in dataclasses.fields(SourcesConfig)}
+    sources = {k: fields.pop(k) for k in list(fields) if k in names}
+    sources.setdefault("repo_roots", ())
+    data = DataConfig(prepared_dir=str(out_dir), sources=SourcesConfig(**sources), prepare_workers=workers, **fields)
+    return data, TokenizerConfig(path=tokenizer_path, kind=kind, vocab_size=vocab_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A `data prepare` run's sections, with the fields tests read most."""
+
+    data: object  # DataConfig
+    tokenizer: object  # TokenizerConfig
+
+    @property
+    def out_dir(self) -> str:
+        return self.data.prepared_dir
+
+    @property
+    def max_sample_tokens(self) -> int:
+        return self.data.max_sample_tokens
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The tokenizer `data prepare` wrote (or copied) beside the shards."""
+        from jaxcoder.data import shards
+
+        return shards.tokenizer_path(self.out_dir, shards.load_manifest(self.out_dir))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxcoder.data.decontam import DecontamConfig, Decontaminator, humaneval_strings
-from jaxcoder.data.dedup import DedupConfig, MinHasher, dedup_keep_mask, jaccard_estimate, optimal_bands
+from jaxcoder.data.dedup import DedupConfig, MinHasher, jaccard_estimate, near_duplicate_clusters, optimal_bands
 from jaxcoder.data.filters import FilterConfig, content_filter, decode_bytes, html_visible_text
 from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language
 from jaxcoder.data.pii import redact
@@ -92,21 +92,18 @@ def test_near_dedup_finds_planted_edited_copies_and_keeps_distinct_files():
     copies = [_edit(rng, originals[i], 0.04) for i in range(0, 30, 3)]  # 10 lightly edited copies
     docs = originals + copies
     hasher = MinHasher(DedupConfig())
-    from jaxcoder.data.dedup import content_hash
-    keep, exact, near = dedup_keep_mask([content_hash(d) for d in docs], [hasher.signature(d) for d in docs],
-                                        hasher)
-    assert exact == 0 and near == 10
+    clusters = near_duplicate_clusters([hasher.signature(d) for d in docs], hasher)
+    keep = np.asarray([c == i for i, c in enumerate(clusters)])
     assert keep[:30].all() and not keep[30:].any()  # originals (lower index) are the ones kept
+    assert [clusters[30 + k] for k in range(10)] == list(range(0, 30, 3))  # each copy with its original
     assert jaccard_estimate(hasher.signature(originals[0]), hasher.signature(copies[0])) > 0.7
 
 
-def test_exact_duplicates_are_removed_first():
+def test_identical_and_too_short_documents():
     hasher = MinHasher(DedupConfig())
-    docs = [GOOD, GOOD, "x = 1\n" * 3]
-    from jaxcoder.data.dedup import content_hash
-    keep, exact, near = dedup_keep_mask([content_hash(d) for d in docs], [hasher.signature(d) for d in docs],
-                                        hasher)
-    assert keep.tolist() == [True, False, True] and (exact, near) == (1, 0)
+    docs = [GOOD, GOOD, "x = 1\n" * 3, "x"]
+    assert near_duplicate_clusters([hasher.signature(d) for d in docs], hasher) == [0, 0, 2, 3]
+    assert hasher.signature("x") is None  # fewer tokens than a shingle: never a near-duplicate
 
 
 def test_minhash_estimates_jaccard_without_bias():

@@ -4,7 +4,6 @@ fail), FIM task construction, and a resumable `eval` run on a small checkpoint."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -57,7 +56,7 @@ def checkpoint(prepared_data, tmp_path_factory):
     directory = tmp_path_factory.mktemp("ckpt") / "checkpoints"
     ckpt = Checkpointer(directory, async_save=False)
     ckpt.save(7, F.init_params(mcfg, 0), meta={
-        "model": mcfg.to_dict(), "step": 7, "tokenizer_path": str(Path(cfg.out_dir) / "tokenizer.model"),
+        "model": mcfg.to_dict(), "step": 7, "tokenizer_path": cfg.tokenizer_path,
         "config": {"tokenizer": {"layout": "starcoder"}}})
     ckpt.close()
     return directory

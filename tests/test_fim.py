@@ -86,7 +86,6 @@ def test_documents_rejoin_and_rates_match(prepared_data, monkeypatch):
     """Real tokenizer, 10K documents: prefix + middle + suffix == document, and the FIM and SPM
     rates are within 4.5 standard deviations of the configured ones. (An SPM and a PSM sample with
     an empty prefix are the same tokens, so the SPM choice is recorded where it is made.)"""
-    from pathlib import Path
 
     from jaxcoder.data import fim as fim_module
     from jaxcoder.data.tokenizer import load_tokenizer
@@ -101,7 +100,7 @@ def test_documents_rejoin_and_rates_match(prepared_data, monkeypatch):
     monkeypatch.setattr(fim_module, "layout_tokens", spy)
 
     cfg, manifest = prepared_data
-    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(cfg.tokenizer_path)
     fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
     rng = np.random.default_rng(0)
     corpus = ["def add(a, b):\n    return a + b\n", "x = {'k': [1, 2, 3]}\n\n", "\tindent\n  é 🙂 <s>\n",
@@ -191,7 +190,7 @@ def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
     from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, _ = prepared_data
-    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(cfg.tokenizer_path)
     fim_ids = FimTokens.from_tokenizer(tok, "starcoder")
     text = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py").read_text()
     doc = np.asarray(tok.encode(text), np.int32)
@@ -225,12 +224,11 @@ def test_context_level_pieces_end_with_eos_and_rejoin(prepared_data):
 
 
 def _real_tokenizer(prepared_data):
-    from pathlib import Path
 
     from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, _ = prepared_data
-    return load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    return load_tokenizer(cfg.tokenizer_path)
 
 
 def test_starcoder2_repository_samples_are_fim_transformed_per_file(prepared_data):
@@ -283,10 +281,10 @@ def test_stored_pieces_end_with_eos_only_at_the_document_end(prepared_data):
     continued = [p for p in pieces if not p["last"]]
     assert continued  # whole packages in dependency order outgrow max_sample_tokens (4096)
     rng = np.random.default_rng(0)
-    plain = pipeline._Fim(str(Path(cfg.out_dir) / "tokenizer.model"), FimConfig(rate=0.0))
+    plain = pipeline._Fim(cfg.tokenizer_path, FimConfig(rate=0.0))
     ends = [plain.random_map(p, rng)["tokens"][-1] == tok.eos_id for p in pieces]
     assert ends == [p["last"] for p in pieces]
-    fim = pipeline._Fim(str(Path(cfg.out_dir) / "tokenizer.model"), FimConfig(rate=1.0, spm_rate=0.0))
+    fim = pipeline._Fim(cfg.tokenizer_path, FimConfig(rate=1.0, spm_rate=0.0))
     for p in continued[:5]:  # transformed pieces are whole FIM samples: EOS after the middle
         out = fim.random_map(p, rng)["tokens"]
         assert out[0] == FimTokens.from_tokenizer(tok, "starcoder").prefix and out[-1] == tok.eos_id

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apache_beam.io.filesystem import BeamIOError, FileMetadata
+from apache_beam.io.localfilesystem import LocalFileSystem
+from helpers import Prepared, prepare_configs
 
 from jaxcoder.data import pipeline, shards
 from jaxcoder.data.fim import FimConfig
-from jaxcoder.data.prepare import PrepareConfig, prepare
+from jaxcoder.data.prepare import prepare
 
 SECRET = "AKIAIOSFODNN7EXAMPLE"
 
@@ -58,11 +61,9 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prepared(planted, tmp_path_factory):
-    cfg = PrepareConfig(out_dir=str(tmp_path_factory.mktemp("out") / "data"), repo_roots=(str(planted),),
-                        tokenizer_vocab_size=512, heldout_fraction=0.0, num_workers=2,
-                        filters=__import__("jaxcoder.data.filters", fromlist=["FilterConfig"]).FilterConfig(
-                            max_file_bytes=1_000_000))
-    return cfg, prepare(cfg, progress=False)
+    cfg = Prepared(*prepare_configs(tmp_path_factory.mktemp("out") / "data", repo_roots=(str(planted),),
+                                    vocab_size=512, heldout_fraction=0.0, workers=2))
+    return cfg, prepare(cfg.data, cfg.tokenizer, progress=False)
 
 
 def test_bad_files_are_counted_not_fatal(prepared):
@@ -80,7 +81,7 @@ def test_shards_hold_redacted_ordered_documents(prepared):
     from jaxcoder.data.tokenizer import load_tokenizer
 
     cfg, m = prepared
-    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(cfg.tokenizer_path)
     texts = [tok.decode(d.tolist()) for p in shards.shard_paths(cfg.out_dir, m, "python")
              for d in shards.read_shard(Path(p))]
     joined = "\n".join(texts)
@@ -98,32 +99,50 @@ def test_rerun_is_idempotent_and_changes_rebuild(prepared, planted):
     cfg, m = prepared
     manifest_file = Path(cfg.out_dir) / "manifest.json"
     before = manifest_file.stat().st_mtime_ns
-    assert prepare(cfg, progress=False) == m
+    assert prepare(cfg.data, cfg.tokenizer, progress=False) == m
     assert manifest_file.stat().st_mtime_ns == before  # nothing was rewritten
     (planted / "beta" / "extra.py").write_text("def extra(a, b):\n    return a - b  # new file\n" * 3)
     try:
-        m2 = prepare(cfg, progress=False)
+        m2 = prepare(cfg.data, cfg.tokenizer, progress=False)
         assert m2["fingerprint"] != m["fingerprint"] and m2["counts"]["files_kept"] == m["counts"]["files_kept"] + 1
+        # The new build replaced the old one: nothing else is left beside the manifest.
+        assert {p.name for p in Path(cfg.out_dir).iterdir()} == {"manifest.json", m2["build"]}
     finally:
         (planted / "beta" / "extra.py").unlink()
-        prepare(cfg, progress=False)
+        prepare(cfg.data, cfg.tokenizer, progress=False)
 
 
-def test_output_is_deterministic(prepared, tmp_path):
+def test_output_is_deterministic(prepared, tmp_path, monkeypatch):
+    """One worker or two: the same shards, record for record, the same tokenizer, the same
+    manifest (but for how long it took and where it ran); and nothing left in the temp dir."""
+    import dataclasses
+    import tempfile
+
     cfg, m = prepared
-    again = prepare(PrepareConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "again"), "num_workers": 1}),
-                    progress=False)
-    assert again["tokens"] == m["tokens"] and again["tokenizer"]["sha256"] == m["tokenizer"]["sha256"]
-    for lang, entries in m["shards"].items():
-        for e, e2 in zip(entries, again["shards"][lang], strict=True):
-            assert (Path(cfg.out_dir) / e["path"]).read_bytes() == (tmp_path / "again" / e2["path"]).read_bytes()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    again = prepare(dataclasses.replace(cfg.data, prepared_dir=str(tmp_path / "again"), prepare_workers=1),
+                    cfg.tokenizer, progress=False)
+    where = ("seconds", "runner", "config")
+    assert {k: v for k, v in again.items() if k not in where} == {k: v for k, v in m.items() if k not in where}
+    for split in ("shards", "heldout_shards"):
+        for entries in m[split].values():
+            for e in entries:
+                assert (Path(cfg.out_dir) / e["path"]).read_bytes() == (tmp_path / "again" / e["path"]).read_bytes()
+    assert Path(cfg.tokenizer_path).read_bytes() == (tmp_path / "again" / m["tokenizer"]["path"]).read_bytes()
+    assert list(scratch.iterdir()) == []
+
+
+RECORDS = [{"repo": "org/one", "path": "a.py", "content": "def a(x):\n    return x + 1\n" * 4},
+           {"repo": "org/one", "path": "b.py", "content": "from a import a\n\nprint(a(2))  # uses a\n" * 3},
+           {"repo": "org/two", "path": "m.go", "content": "package main\n\nfunc main() { println(1) }\n" * 3}]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_record_file_sources(tmp_path, fmt):
-    rows = [{"repo": "org/one", "path": "a.py", "content": "def a(x):\n    return x + 1\n" * 4},
-            {"repo": "org/one", "path": "b.py", "content": "from a import a\n\nprint(a(2))  # uses a\n" * 3},
-            {"repo": "org/two", "path": "m.go", "content": "package main\n\nfunc main() { println(1) }\n" * 3}]
+    rows = RECORDS
     src = tmp_path / f"records.{fmt}"
     if fmt == "jsonl":  # malformed lines among the good ones are counted and skipped, never fatal
         lines = [json.dumps(r).encode() for r in rows]
@@ -139,8 +158,8 @@ def test_record_file_sources(tmp_path, fmt):
         import pyarrow.parquet as pq
         pq.write_table(pa.Table.from_pylist([*rows, {"repo": "org/one", "path": "n.py", "content": None}]), src)
         expected = {"record_missing_fields": [4]}
-    m = prepare(PrepareConfig(out_dir=str(tmp_path / "out"), records=(str(src),), tokenizer_vocab_size=300,
-                              heldout_fraction=0.0, num_workers=1, near_dedup=False), progress=False)
+    m = prepare(*prepare_configs(tmp_path / "out", records=(str(src),), vocab_size=300, heldout_fraction=0.0,
+                                 workers=1, near_dedup=False), progress=False)
     assert m["repositories"] == 2 and set(m["documents"]) == {"python", "go"} and m["documents"]["python"] == 1
     for reason, lines_ in expected.items():
         assert m["counts"][f"dropped/{reason}"] == len(lines_), (reason, m["counts"])
@@ -148,24 +167,132 @@ def test_record_file_sources(tmp_path, fmt):
     assert all(s["file"] == str(src) for s in m["skipped_records"])
 
 
+class FakeObjectStore(LocalFileSystem):
+    """`fakegs://` paths, kept under a local directory with an object store's rules as Beam sees
+    GCS: no directories, listing by prefix, nothing renamed but single objects."""
+
+    root = ""
+
+    @classmethod
+    def scheme(cls):
+        return "fakegs"
+
+    def _local(self, url):
+        return os.path.join(self.root, url[len("fakegs://"):])
+
+    def join(self, base, *parts):
+        return "/".join([base.rstrip("/"), *parts])
+
+    def split(self, path):
+        head, _, tail = path.rstrip("/").rpartition("/")
+        return head, tail
+
+    def has_dirs(self):
+        return False
+
+    def mkdirs(self, path):
+        pass
+
+    def _list(self, prefix):
+        for dirpath, _, files in os.walk(self.root):
+            for f in files:
+                full = os.path.join(dirpath, f)
+                url = "fakegs://" + os.path.relpath(full, self.root)
+                if url.startswith(prefix):
+                    yield FileMetadata(url, os.path.getsize(full), os.path.getmtime(full))
+
+    def create(self, path, *args, **kwargs):
+        os.makedirs(os.path.dirname(self._local(path)), exist_ok=True)
+        return super().create(self._local(path), *args, **kwargs)
+
+    def open(self, path, *args, **kwargs):
+        return super().open(self._local(path), *args, **kwargs)
+
+    def copy(self, sources, destinations):
+        for d in destinations:
+            os.makedirs(os.path.dirname(self._local(d)), exist_ok=True)
+        super().copy([self._local(p) for p in sources], [self._local(p) for p in destinations])
+
+    def rename(self, sources, destinations):
+        for d in destinations:
+            os.makedirs(os.path.dirname(self._local(d)), exist_ok=True)
+        super().rename([self._local(p) for p in sources], [self._local(p) for p in destinations])
+
+    def exists(self, path):
+        return os.path.isfile(self._local(path))
+
+    def size(self, path):
+        return os.path.getsize(self._local(path))
+
+    def last_updated(self, path):
+        return os.path.getmtime(self._local(path))
+
+    def checksum(self, path):
+        return str(self.size(path))
+
+    def metadata(self, path):
+        if not self.exists(path):
+            raise BeamIOError(f"{path} does not exist")
+        return FileMetadata(path, self.size(path), self.last_updated(path))
+
+    def delete(self, paths):
+        for p in paths:
+            os.remove(self._local(p))
+
+
+def test_sources_and_output_on_an_object_store(tmp_path):
+    """Records read from and shards, tokenizer and manifest written to a `scheme://` store (run in
+    process, where the test's filesystem is registered): the same output as on local disk, no
+    work files left, and a rerun is a no-op."""
+    from jaxcoder.data.config import BeamConfig
+
+    FakeObjectStore.root = str(tmp_path / "store")
+    bucket = tmp_path / "store" / "bucket"
+    bucket.mkdir(parents=True)
+    (bucket / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    (tmp_path / "records.jsonl").write_text((bucket / "records.jsonl").read_text())
+    in_process = {"vocab_size": 300, "heldout_fraction": 0.0, "near_dedup": False,
+                  "beam": BeamConfig(options=("--direct_num_workers=1", "--direct_running_mode=in_memory"))}
+    local = prepare(*prepare_configs(tmp_path / "local", records=(str(tmp_path / "records.jsonl"),), **in_process),
+                    progress=False)
+    remote_cfg = prepare_configs("fakegs://bucket/out", records=("fakegs://bucket/records.jsonl",), **in_process)
+    remote = prepare(*remote_cfg, progress=False)
+    same = ("counts", "documents", "tokens", "total_tokens", "heldout_tokens", "repositories")
+    assert {k: remote[k] for k in same} == {k: local[k] for k in same} and remote["total_tokens"] > 0
+
+    def files(manifest, root):
+        paths = [e["path"] for t in ("shards", "heldout_shards") for v in manifest[t].values() for e in v]
+        return {p.split("/", 1)[1]: (root / p).read_bytes() for p in [*paths, manifest["tokenizer"]["path"]]}
+
+    assert files(remote, bucket / "out") == files(local, tmp_path / "local")
+    assert {p.name for p in (bucket / "out").iterdir()} == {"manifest.json", remote["build"]}
+    assert not [p for p in (bucket / "out" / remote["build"] / "work").rglob("*") if p.is_file()]
+    before = (bucket / "out" / "manifest.json").stat().st_mtime_ns
+    assert prepare(*remote_cfg, progress=False) == remote
+    assert (bucket / "out" / "manifest.json").stat().st_mtime_ns == before
+
+
 def test_bad_sources_are_named(tmp_path):
+    def run(**sources):
+        return prepare(*prepare_configs(tmp_path / "o", workers=1, **sources), progress=False)
+
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), repo_dirs=(str(tmp_path / "nowhere"),)), progress=False)
+        run(repo_dirs=(str(tmp_path / "nowhere"),))
     with pytest.raises(FileNotFoundError, match="data.sources.records: .*missing.jsonl does not exist"):
-        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(tmp_path / "missing.jsonl"),)),
-                progress=False)
+        run(records=(str(tmp_path / "missing.jsonl"),))
     import pyarrow as pa
     import pyarrow.parquet as pq
     no_content = tmp_path / "bad.parquet"
     pq.write_table(pa.Table.from_pylist([{"repo": "r", "path": "a.py"}]), no_content)
     with pytest.raises(ValueError, match="bad.parquet has no column.s. content"):
-        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(no_content),)), progress=False)
+        run(records=(str(no_content),))
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="junk.parquet is not a readable Parquet file"):
-        prepare(PrepareConfig(out_dir=str(tmp_path / "o"), records=(str(tmp_path / "junk.parquet"),)),
-                progress=False)
+        run(records=(str(tmp_path / "junk.parquet"),))
     with pytest.raises(ValueError, match="data.languages: unknown language"):
-        PrepareConfig(out_dir="x", repo_dirs=("y",), languages=("klingon",))
+        prepare_configs(tmp_path / "x", repo_dirs=("y",), languages=("klingon",))
+    with pytest.raises(ValueError, match="data.sources: name at least one of"):
+        run()
 
 # ------------------------------------------------------------------ pipeline
 
@@ -278,7 +405,7 @@ def test_long_samples_are_stored_in_line_aligned_pieces(prepared_data):
 
     cfg, m = prepared_data
     assert m["counts"]["samples_split"] > 0  # whole packages in dependency order outgrow 4096 tokens
-    tok = load_tokenizer(Path(cfg.out_dir) / "tokenizer.model")
+    tok = load_tokenizer(cfg.tokenizer_path)
     records = [d for lang in m["shards"] for p in shards.shard_paths(cfg.out_dir, m, lang)
                for d in shards.read_shard(Path(p))]
     assert max(len(r) for r in records) <= cfg.max_sample_tokens
@@ -315,7 +442,7 @@ def test_mixture_weights_are_token_shares(prepared_data, tmp_path):
         manifest["shards"][lang] = [{"path": f"{lang}/s.array_record", "records": len(ds), "tokens": n}]
         manifest["tokens"][lang], manifest["documents"][lang] = n, len(ds)
         manifest["total_tokens"] += n
-    (data / "tokenizer.model").write_bytes((Path(cfg.out_dir) / "tokenizer.model").read_bytes())
+    (data / "tokenizer.model").write_bytes(Path(cfg.tokenizer_path).read_bytes())
     (data / shards.MANIFEST).write_text(json.dumps(manifest))
     for share_a in (0.5, 0.8):
         p = pipeline.LoaderConfig(data_dir=str(data), seq_len=256, batch_size=8, fim=FimConfig(rate=0.0),

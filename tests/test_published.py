@@ -76,7 +76,8 @@ def test_published_model_journey(hf, tmp_path, line):
     cfg.data.sources.repo_roots = ()
     cfg.train.update(steps=20, lr=3e-3, batch_size=8)  # divisible by the 8 fake devices of `make test`
     cfg.eval.tasks = ("perplexity", "humaneval", "fim_single_line")
-    manifest = prepare(resolve(cfg).prepare(), progress=False)
+    run = resolve(cfg)
+    manifest = prepare(run.data, run.tokenizer, progress=False)
     assert manifest["tokenizer"]["sha256"] == tok.sha256() and manifest["tokenizer"]["kind"] == "hf"
     if tok.add_bos:  # DeepSeek-Coder's documents start with its BOS
         from jaxcoder.data import shards

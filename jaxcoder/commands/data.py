@@ -20,7 +20,7 @@ def main(argv):
     if sub != ["prepare"]:
         raise SystemExit(f"usage: jaxcoder data {{{'|'.join(SUBCOMMANDS)}}} --config=...  (got {' '.join(sub)!r})")
     run = common.require_config()
-    manifest = prepare(run.prepare())
+    manifest = prepare(run.data, run.tokenizer)
     counts = manifest["counts"]
     dropped = {k.split("/", 1)[1]: v for k, v in counts.items() if k.startswith("dropped/")}
     print(f"data: {manifest['repositories']} repositories, {counts.get('files_seen', 0)} files seen, "

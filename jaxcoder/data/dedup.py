@@ -3,7 +3,9 @@
 Near-dedup follows bigcode-dataset's `minhash_deduplication.py`: tokens are the pieces between
 non-alphanumeric characters, shingles are space-joined 5-grams, 256 permutations, Jaccard
 threshold 0.7 with LSH bands chosen by datasketch's false-positive/negative optimum (25 bands x
-10 rows), candidate pairs clustered by union-find, one document kept per cluster.
+10 rows); each bucket's members are joined to its smallest id, the clusters are the connected
+components of that graph (in Beam for the corpus: components.py; `union_find_components` here
+for bounded graphs and as the reference), one document kept per cluster.
 
 Written here rather than calling datasketch because the per-shingle Python hashing dominates
 its cost: we hash each token once with CRC32 (C speed), combine token hashes into 5-gram hashes
@@ -115,69 +117,41 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
-class UnionFind:
-    """Disjoint sets over 0..n-1; every set is represented by its smallest member."""
+def bucket_edges(bucket) -> list[tuple]:
+    """(band key, member ids) -> edges joining each member to the bucket's smallest id, as
+    (larger, smaller): the near-duplicate graph (as in bigcode's pipeline, band collisions are
+    merged directly, with no re-check against the threshold)."""
+    _, ids = bucket
+    ids = sorted(set(ids))
+    return [(other, ids[0]) for other in ids[1:]]
 
-    def __init__(self, n: int):
-        self.parent = list(range(n))
 
-    def find(self, x: int) -> int:
-        parent = self.parent
+def union_find_components(edges) -> dict:
+    """node -> the smallest node of its component (nodes on at least one edge), in one process:
+    for bounded edge sets only (one repository's files; references in tests and benchmarks)."""
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
+    for a, b in edges:
+        ra, rb = find(a), find(b)
         if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def roots(self) -> list[int]:
-        return [self.find(i) for i in range(len(self.parent))]
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in list(parent)}
 
 
 def near_duplicate_clusters(signatures: Sequence[np.ndarray | None], hasher: MinHasher) -> list[int]:
-    """Cluster id (the smallest member index) for every document; singletons map to themselves.
-
-    Candidate pairs share an LSH band; as in bigcode's pipeline, band collisions are merged by
-    union-find directly (no re-check against the threshold).
-    """
-    uf = UnionFind(len(signatures))
-    buckets: dict[bytes, int] = {}
+    """Cluster id (the smallest member index) for every document, computed in one process: the
+    reference `data prepare`'s Beam components are checked against (tests, bench/dedup.py)."""
+    buckets: dict[bytes, list[int]] = defaultdict(list)
     for i, sig in enumerate(signatures):
-        if sig is None:
-            continue
-        for key in hasher.band_keys(sig):
-            j = buckets.setdefault(key, i)
-            if j != i:
-                uf.union(i, j)
-    return uf.roots()
-
-
-def dedup_keep_mask(hashes: Sequence[str], signatures: Sequence[np.ndarray | None], hasher: MinHasher
-                    ) -> tuple[np.ndarray, int, int]:
-    """Which documents to keep: the first of each exact-hash group, then the first (lowest index)
-    of each near-duplicate cluster. Callers order documents deterministically first.
-
-    Returns (keep mask, exact duplicates removed, near duplicates removed).
-    """
-    keep = np.ones(len(hashes), bool)
-    seen: dict[str, int] = {}
-    for i, h in enumerate(hashes):
-        if h in seen:
-            keep[i] = False
-        else:
-            seen[h] = i
-    exact = int((~keep).sum())
-    survivors = [i for i in range(len(hashes)) if keep[i]]
-    clusters = near_duplicate_clusters([signatures[i] for i in survivors], hasher)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for local, root in enumerate(clusters):
-        groups[root].append(survivors[local])
-    near = 0
-    for members in groups.values():
-        for m in members[1:]:
-            keep[m] = False
-            near += 1
-    return keep, exact, near
+        if sig is not None:
+            for key in hasher.band_keys(sig):
+                buckets[key].append(i)
+    roots = union_find_components(e for item in buckets.items() for e in bucket_edges(item))
+    return [roots.get(i, i) for i in range(len(signatures))]

@@ -125,7 +125,7 @@ def to_model_batch(batch: dict) -> dict:
 def documents(cfg: LoaderConfig, *, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
     """One stream's documents before packing: mixed by language, FIM-transformed, EOS appended."""
     manifest = shards.load_manifest(cfg.data_dir)
-    tok_path = str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])
+    tok_path = shards.tokenizer_path(cfg.data_dir, manifest)
     if cfg.fim.rate > 0:
         load_tokenizer(tok_path).check_layout(cfg.fim.layout, "data.fim.rate > 0")
     mixture = resolve_mixture(manifest, cfg.mixture)
@@ -176,7 +176,7 @@ def heldout(cfg: LoaderConfig, *, language: str | None = None) -> grain.IterData
     paths = [p for lang in languages for p in shards.shard_paths(cfg.data_dir, manifest, lang, "heldout")]
     if not paths:
         raise ValueError(f"{cfg.data_dir} has no held-out shards (data.heldout_fraction was 0)")
-    eos = load_tokenizer(str(Path(cfg.data_dir) / manifest["tokenizer"]["path"])).eos_id
+    eos = load_tokenizer(shards.tokenizer_path(cfg.data_dir, manifest)).eos_id
     ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths)).map(shards.decode_piece)
     ds = ds.map(lambda p: {"tokens": np.concatenate([p["tokens"], np.asarray([eos], np.int32)]) if p["last"]
                            else p["tokens"]})

@@ -1,14 +1,27 @@
-"""`jaxcoder data prepare`: raw repositories -> filtered, deduplicated, redacted, ordered,
-tokenized ArrayRecord shards and a manifest.
+"""`jaxcoder data prepare`: raw code -> filtered, deduplicated, redacted, dependency-ordered,
+tokenized ArrayRecord shards and a manifest, as Apache Beam pipelines.
 
-Three per-shard stages run in local worker processes (so they could run on a distributed engine
-instead): `process_repo` (read, detect language, filter, decontaminate, redact, hash),
-`build_samples` (dependency ordering, MinHash) and `encode_shard` (tokenize and write). Between
-them the parent removes exact duplicates (file level, across the corpus), then near duplicates
-(sample level), and trains the tokenizer when none is given. The run is deterministic, shows
-progress, counts every drop by reason, never stops on a bad file, and is idempotent: with the same
-inputs and config it returns the existing manifest; otherwise it builds into a temporary directory
-and swaps it in atomically.
+The same command runs in process on this machine (Beam's DirectRunner, one worker per core: the
+default) and unchanged on Dataflow, Flink or Spark (`data.beam.runner`, `data.beam.options`). In
+order, every step a transform over the pure functions of jaxcoder/data (`prepare_steps.py`):
+
+1. read the input units (directory repositories, record files, The Stack's Parquet shards);
+   language, binary / encoding / size checks, StarCoder's filters, decontamination, PII;
+2. exact dedup by content hash (the first copy by repository and path survives);
+3. repository samples (DeepSeek-Coder's Algorithm 1 or StarCoder2's format) with MinHash
+   signatures, then exact dedup of samples;
+4. LSH band keys -> candidate edges -> connected components by alternating large-star /
+   small-star rounds (`components.py`), repeated until a round changes nothing: no process holds
+   all documents or buckets;
+5. one keeper per cluster (its smallest id) -> a tokenizer trained on a deterministic sample
+   (unless `tokenizer.path` names one) -> tokens -> ArrayRecord shards per language and split,
+   sharded by size -> `manifest.json` from Beam's counters and the shards written.
+
+Texts stay in work files; only hashes, ids and references cross the shuffles, so the local
+runner's memory does not grow with the corpus. The output is identical for any number of
+workers and across reruns; re-running with unchanged inputs and config is a no-op; a changed input
+builds into a temporary directory that replaces the old one atomically; a failed bundle retried
+by the runner rewrites its own work files, so nothing half-written survives.
 """
 
 from __future__ import annotations
@@ -16,326 +29,243 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import shutil
+import tempfile
 import time
-from collections import Counter, defaultdict
-from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from jaxcoder.data import shards
-from jaxcoder.data.decontam import DecontamConfig, Decontaminator
-from jaxcoder.data.dedup import DedupConfig, MinHasher, content_hash, dedup_keep_mask
-from jaxcoder.data.filters import FilterConfig, content_filter, decode_bytes
-from jaxcoder.data.languages import LANGUAGES, REPO_LEVEL, detect_language, language_slug
-from jaxcoder.data.pii import redact
-from jaxcoder.data.repo_order import RepoFile, repo_samples
-from jaxcoder.data.sources import DEFAULT_EXCLUDE, Repo, discover
-from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from jaxcoder.data import shards, storage
+from jaxcoder.data.components import ROUNDS_PER_PIPELINE, converge, star_rounds, write_edges
+from jaxcoder.data.config import DataConfig
+from jaxcoder.data.prepare_steps import local_tokenizer
+from jaxcoder.data.runner import Runner
+from jaxcoder.data.sources import Unit, units, walk
+from jaxcoder.data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 from jaxcoder.fields import ConfigError
 
 
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-    out_dir: str
-    repo_dirs: tuple[str, ...] = ()
-    repo_roots: tuple[str, ...] = ()
-    records: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # file/directory name patterns to skip
-    languages: tuple[str, ...] = ()  # allow-list; empty keeps every language in the table
-    filters: FilterConfig = FilterConfig()
-    dedup: DedupConfig = DedupConfig()
-    near_dedup: bool = True
-    pii: bool = True
-    decontamination: DecontamConfig = DecontamConfig()
-    repo_level: bool = True
-    repo_format: str = "path_comment"  # path_comment | starcoder2
-    tokenizer_path: str | None = None  # an existing tokenizer; else one is trained into out_dir
-    tokenizer_kind: str = "sentencepiece"  # of a trained one: sentencepiece | hf (byte-level BPE)
-    tokenizer_vocab_size: int = 8192
-    tokenizer_layout: str = "starcoder"
-    tokenizer_train_docs: int = 2000
-    tokens_per_shard: int = 4_000_000
-    # Longer samples (whole repositories in dependency order can reach millions of tokens) are
-    # stored as consecutive pieces of at most this many tokens, cut at line ends; 0 = never split.
-    max_sample_tokens: int = 65536
-    heldout_fraction: float = 0.01  # of samples, by content hash, written as held-out shards
-    num_workers: int = 0  # 0 = one per CPU core
-
-    def __post_init__(self):
-        unknown = sorted(set(self.languages) - set(LANGUAGES))
-        if unknown:
-            raise ValueError(f"data.languages: unknown language(s) {', '.join(unknown)}")
-        if not (self.repo_dirs or self.repo_roots or self.records):
-            raise ValueError("data.sources: name at least one of repo_dirs, repo_roots or records")
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class Sample:
-    repo: str
-    language: str
-    text: str
-    sha: str
-    signature: np.ndarray | None
-
-
-# ----------------------------------------------------------------- stage 1
-_WORKER: dict = {}
-
-
-def _init_worker(cfg: PrepareConfig) -> None:
-    _WORKER["cfg"] = cfg
-    _WORKER["decontam"] = Decontaminator(cfg.decontamination)
-    _WORKER["minhash"] = MinHasher(cfg.dedup)
+def prepare(data: DataConfig, tokenizer: TokenizerConfig | None = None, *, progress: bool = True) -> dict:
+    """Runs the whole preparation into data.prepared_dir (the `data` and `tokenizer` sections);
+    returns the manifest."""
+    tokenizer = tokenizer or TokenizerConfig()
+    start = time.perf_counter()
+    inputs = units(data.sources)
+    given = _given_tokenizer(data, tokenizer)
+    fingerprint = _fingerprint(data, tokenizer, inputs, given)
+    out_dir = data.prepared_dir if not storage.is_local(data.prepared_dir) else os.path.abspath(data.prepared_dir)
+    manifest_path = storage.join(out_dir, shards.MANIFEST)
+    if storage.exists(manifest_path):
+        existing = json.loads(storage.read_bytes(manifest_path))
+        if existing.get("fingerprint") == fingerprint:
+            _tidy(out_dir, existing["build"])
+            _say(progress, f"data prepare: {out_dir} is up to date (same inputs and config)")
+            return existing
+    build_name = f"build-{fingerprint[:16]}"
+    build = storage.join(out_dir, build_name)
+    storage.remove(build)  # what a killed run of this same build left
+    work = storage.join(build, "work")
+    run = Runner(data.beam, data.prepare_workers, progress)
+    _say(progress, f"data prepare: {len(inputs)} input units on Beam's {run.name}")
+    run.pipeline("read, filter, deduplicate, build samples, first component rounds",
+                 lambda p: _files_to_edges(p, data, inputs, work))
+    components = converge(run, work, f"{work}/edges", done=ROUNDS_PER_PIPELINE)
+    tok_name = "tokenizer" if (given.kind if given else tokenizer.kind) == "hf" else "tokenizer.model"
+    if given is not None:
+        with tempfile.TemporaryDirectory(prefix="jaxcoder-") as tmp:
+            copied = given.copy_to(tmp)  # the defining files only: a model repository holds more
+            storage.copy_out(tmp if given.kind == "hf" else copied, storage.join(build, tok_name))
+    run.pipeline("keep one per cluster, tokenize, write shards",
+                 lambda p: _samples_to_shards(p, data, tokenizer, work, build, components,
+                                              storage.join(build, tok_name), train=given is None))
+    with local_tokenizer(storage.join(build, tok_name)) as tok:
+        manifest = _manifest(data, tokenizer, tok, fingerprint, run, work, time.perf_counter() - start)
+    manifest["build"] = build_name
+    manifest["tokenizer"]["path"] = f"{build_name}/{tok_name}"
+    for table in (manifest["shards"], manifest["heldout_shards"]):
+        for entries in table.values():
+            for e in entries:
+                e["path"] = f"{build_name}/{e['path']}"
+    storage.remove(work)
+    text = json.dumps(manifest, indent=2, default=str)
+    # The manifest is the commit point: written whole or not at all, it names the build its
+    # readers use; a crash before it leaves the previous manifest and build in place.
+    storage.write_bytes(manifest_path, text.encode())
+    _tidy(out_dir, build_name)
+    return json.loads(text)
 
 
-def process_repo(repo: Repo) -> tuple[list[RepoFile], list[str], Counter]:
-    """Everything per file that needs only one repository: read, detect, filter, decontaminate,
-    redact. Returns the kept files, their content hashes, and the repository's counts."""
-    cfg: PrepareConfig = _WORKER["cfg"]
-    counts: Counter = Counter()
-    kept: list[RepoFile] = []
-    for path, data, reason in repo.files(cfg.filters.max_file_bytes):
-        counts["files_seen"] += 1
-        language = detect_language(path)
-        if reason is None and data is not None:
-            if len(data) < cfg.filters.min_file_bytes:
-                reason = "too_small"
-            elif language is None:
-                reason = "unknown_language"
-            elif cfg.languages and language not in cfg.languages:
-                reason = "language_not_selected"
-        text = None
-        if reason is None:
-            text, reason = decode_bytes(data)
-        if reason is None:
-            reason = content_filter(text, language, cfg.filters)
-        if reason is None and _WORKER["decontam"].check(text):
-            reason = "contaminated"
-        if reason is not None:
-            counts[f"dropped/{reason}"] += 1
-            continue
-        if cfg.pii:
-            text, found = redact(text)
-            for kind, n in found.items():
-                counts[f"redacted/{kind}"] += n
-        kept.append(RepoFile(path=path, language=language, text=text))
-    return kept, [content_hash(f.text) for f in kept], counts
+def _tidy(out_dir: str, build_name: str) -> None:
+    """Removes everything in the output directory but the manifest and the build it names: older
+    builds, and what an interrupted run left."""
+    for name in storage.entries(out_dir):
+        if name not in (shards.MANIFEST, build_name):
+            storage.remove(storage.join(out_dir, name))
+    storage.remove(storage.join(out_dir, build_name, "work"))
 
 
-def build_samples(job: tuple[str, list[RepoFile]]) -> list[Sample]:
-    """One repository's deduplicated files -> samples with MinHash signatures. Repository-level
-    languages become dependency-ordered samples (deduplicated as a whole, as DeepSeek-Coder does);
-    every other file is a sample of its own."""
-    cfg: PrepareConfig = _WORKER["cfg"]
-    name, files = job
-    grouped = [f for f in files if cfg.repo_level and f.language in REPO_LEVEL]
-    out = repo_samples(name, grouped, style=cfg.repo_format) if grouped else []
-    out += [(f.language, f.text) for f in files if not (cfg.repo_level and f.language in REPO_LEVEL)]
-    hasher: MinHasher = _WORKER["minhash"]
-    return [Sample(name, lang, text, content_hash(text), hasher.signature(text) if cfg.near_dedup else None)
-            for lang, text in out]
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, flush=True)
 
 
-# ----------------------------------------------------------------- stage 2
-def encode_shard(job: tuple[str, str, list[str], int]) -> dict:
-    """Tokenizes one shard's documents and writes it, splitting those over max_tokens.
-    job = (tokenizer path, shard path, texts, max_tokens)."""
-    tok_path, out_path, texts, max_tokens = job
-    tok = _WORKER.get("tokenizer")
-    if tok is None or _WORKER.get("tokenizer_path") != tok_path:
-        tok = _WORKER["tokenizer"] = load_tokenizer(tok_path)
-        _WORKER["tokenizer_path"] = tok_path
-    bos = [tok.bos_id] if tok.add_bos else []  # a model whose sequences start with BOS (DeepSeek-Coder's)
-    docs = [np.asarray(bos + ids, np.int32) for ids in tok.encode_batch(texts)]
-    records = [r for d in docs for r in shards.to_records(d, max_tokens, tok.line_ends())]
-    shards.write_shard(Path(out_path), records)
-    return {"records": len(records), "tokens": int(sum(len(d) for d in docs)),
-            "split_samples": sum(max_tokens > 0 and len(d) > max_tokens for d in docs)}
+def _files_to_edges(p, data: DataConfig, inputs: list[Unit], work: str) -> None:
+    """Pipeline 1: input units -> kept, deduplicated samples (work/samples*.json) and the
+    near-duplicate graph's edges (work/edges-*.json)."""
+    import apache_beam as beam
+
+    from jaxcoder.data import prepare_steps as steps
+
+    files = (p | "units" >> beam.Create(inputs) | "spread units" >> beam.Reshuffle()
+             | "read + filter" >> beam.ParDo(steps.ReadAndFilter(data, work)).with_outputs("skipped", main="files"))
+    _ = files.skipped | "skipped records" >> beam.Map(json.dumps) | "write skipped" >> beam.io.WriteToText(
+        f"{work}/skipped", file_name_suffix=".json")
+    samples = (files.files | "by content" >> beam.Map(lambda r: (r["sha"], r)) | "copies" >> beam.GroupByKey()
+               | "first copy" >> beam.Map(steps.keep_first_copy, "files")
+               | "by repository" >> beam.Map(lambda r: (r["repo"], r)) | "repository" >> beam.GroupByKey()
+               | "samples" >> beam.ParDo(steps.BuildSamples(data, work))
+               | "by sample content" >> beam.Map(lambda s: (s["sha"], s)) | "sample copies" >> beam.GroupByKey()
+               | "first sample" >> beam.Map(steps.keep_first_copy, "samples"))
+    _ = (samples | "drop signatures" >> beam.Map(lambda s: json.dumps({k: v for k, v in s.items() if k != "sig"}))
+         | "write samples" >> beam.io.WriteToText(f"{work}/samples", file_name_suffix=".json"))
+    edges = (samples | "band keys" >> beam.ParDo(steps.BandEdges(data)) | "buckets" >> beam.GroupByKey()
+             | "bucket edges" >> beam.FlatMap(steps.bucket_edges))
+    write_edges(star_rounds(edges), f"{work}/edges")
 
 
-# ------------------------------------------------------------- orchestration
-def _fingerprint(cfg: PrepareConfig, repos: list[Repo]) -> str:
-    h = hashlib.sha256(json.dumps(cfg.to_json(), sort_keys=True, default=str).encode())
-    h.update(f"format {shards.FORMAT}".encode())  # shards written by older code are rebuilt
-    for r in repos:
-        h.update(r.name.encode())
-        if r.root is not None:
-            h.update(str(Path(r.root).absolute()).encode())
-            for full, rel, reason in r.entries():
-                try:
-                    st = os.lstat(full)
-                    h.update(f"{rel}:{reason}:{st.st_size}:{st.st_mtime_ns}".encode())
-                except OSError:
-                    h.update(f"{rel}:?".encode())
+def _read_json(p, pattern: str, label: str):
+    import apache_beam as beam
+
+    return p | f"read {label}" >> beam.io.ReadFromText(pattern) | f"parse {label}" >> beam.Map(json.loads)
+
+
+def _samples_to_shards(p, data: DataConfig, tokenizer: TokenizerConfig, work: str, out_dir: str, components: str,
+                       tokenizer_path: str, train: bool) -> None:
+    """Pipeline 3: one keeper per near-duplicate cluster, the tokenizer (trained at
+    `tokenizer_path`, or already there), tokens, shards."""
+    import apache_beam as beam
+
+    from jaxcoder.data import prepare_steps as steps
+
+    samples = _read_json(p, f"{work}/samples*.json", "samples") | "by id" >> beam.Map(lambda s: (s["id"], s))
+    # In a converged star every edge joins a document to its cluster's smallest id: the larger one goes.
+    dropped = (_read_json(p, components, "components")
+               | "dropped ids" >> beam.Map(lambda e: (e[0], True)))
+    kept = ({"sample": samples, "dropped": dropped} | "join" >> beam.CoGroupByKey()
+            | "keepers" >> beam.FlatMap(_keeper))
+    if train:
+        tokenizer_path = (kept | "training sample" >> beam.combiners.Top.Smallest(
+            tokenizer.train_docs, key=lambda s: (s["sha"], s["id"]))
+            | "train tokenizer" >> beam.ParDo(steps.TrainTokenizer(tokenizer, tokenizer_path)))
+    else:
+        tokenizer_path = p | "given tokenizer" >> beam.Create([tokenizer_path])
+    totals = (kept | "chars by shard set" >> beam.Map(
+        lambda s: ((s["language"], steps.split_of(s, data.heldout_fraction)), (s["chars"], 1)))
+        | "sum chars" >> beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs, strict=True))))
+        | "all totals" >> beam.combiners.ToDict()
+        | "shard counts" >> beam.Map(steps.shard_counts, data.tokens_per_shard))
+    shard_infos = (kept | "by work file" >> beam.Map(lambda s: (s["ref"][0], s)) | "work file" >> beam.GroupByKey()
+                   | "tokenize" >> beam.ParDo(steps.Tokenize(data, work), beam.pvalue.AsSingleton(tokenizer_path),
+                                              beam.pvalue.AsSingleton(totals))
+                   | "fragments by shard" >> beam.GroupByKey()
+                   | "write shards" >> beam.ParDo(steps.WriteShard(out_dir)))
+    _ = shard_infos | "shards to text" >> beam.Map(json.dumps) | "write shard list" >> beam.io.WriteToText(
+        f"{work}/shards", file_name_suffix=".json")
+
+
+def _keeper(item):
+    from jaxcoder.data.prepare_steps import count
+
+    _, joined = item
+    if joined["sample"]:
+        if joined["dropped"]:
+            count("duplicates/near")
         else:
-            for path, content in r.records:
-                h.update(path.encode())
-                h.update(hashlib.sha256(content.encode("utf-8", "surrogatepass")).digest())
-    if cfg.tokenizer_path:
-        h.update(load_tokenizer(cfg.tokenizer_path).sha256().encode())
-    return h.hexdigest()
+            yield joined["sample"][0]
 
 
-def _given_tokenizer(cfg: PrepareConfig) -> Tokenizer | None:
+def _given_tokenizer(data: DataConfig, tokenizer: TokenizerConfig) -> Tokenizer | None:
     """tokenizer.path's tokenizer, checked against what the samples will need."""
-    tok = load_tokenizer(cfg.tokenizer_path) if cfg.tokenizer_path else None
-    needs_markers = cfg.repo_level and cfg.repo_format == "starcoder2"
+    tok = load_tokenizer(tokenizer.path) if tokenizer.path else None
+    needs_markers = data.repo_level and data.repo_format == "starcoder2"
     if needs_markers and tok is not None:
         missing = [t for t in ("<repo_name>", "<file_sep>") if not tok.has_token(t)]
         if missing:
             raise ConfigError(f"data.repo_format=starcoder2 writes {', '.join(missing)}, which the tokenizer at "
                               f"{tok.path} lacks; use data.repo_format=path_comment")
-    elif needs_markers and cfg.tokenizer_layout != "starcoder":
+    elif needs_markers and tokenizer.layout != "starcoder":
         raise ConfigError("data.repo_format=starcoder2 needs the starcoder tokenizer layout's <repo_name> and "
                           "<file_sep> tokens; set tokenizer.layout=starcoder or data.repo_format=path_comment")
     return tok
 
 
-def _tokenizer_for(cfg: PrepareConfig, kept: list[Sample], tmp: Path) -> Tokenizer:
-    """The given tokenizer copied into the prepared directory, or one trained there on a sample of
-    the kept documents: `tokenizer.model` (sentencepiece) or `tokenizer/` (hf)."""
-    given = _given_tokenizer(cfg)
-    kind = given.kind if given else cfg.tokenizer_kind
-    dest = tmp / ("tokenizer" if kind == "hf" else "tokenizer.model")
-    if given is not None and kind == "hf":
-        given.copy_to(dest)
-    elif given is not None:
-        shutil.copyfile(given.path, dest)
-    else:
-        step = max(1, len(kept) // cfg.tokenizer_train_docs)
-        train_tokenizer((s.text for s in kept[::step]), dest, kind=kind, vocab_size=cfg.tokenizer_vocab_size,
-                        layout=cfg.tokenizer_layout)
-    return load_tokenizer(dest)
+def _fingerprint(data: DataConfig, tokenizer: TokenizerConfig, inputs: list[Unit], given: Tokenizer | None) -> str:
+    """Hash of everything the output depends on: the config, the code's format, each input file's
+    name, size and modification time, and a given tokenizer's files."""
+    config = {"data": dataclasses.asdict(data), "tokenizer": dataclasses.asdict(tokenizer)}
+    config["data"].pop("beam")  # where it runs does not change what it writes
+    config["data"].pop("prepare_workers")
+    config["data"].pop("prepared_dir")  # nor where it writes
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    h.update(f"format {shards.FORMAT}".encode())  # shards written by older code are rebuilt
+    for u in inputs:
+        h.update(u.key.encode())
+        if u.kind != "dir":  # a record file, local or remote
+            from apache_beam.io.filesystems import FileSystems
+
+            m = FileSystems.match([u.path])[0].metadata_list[0]
+            h.update(f"{m.size_in_bytes}:{m.last_updated_in_seconds}".encode())
+            continue
+        for full, rel, reason in walk(u.path, tuple(data.sources.exclude), u.top_level_only):
+            try:
+                st = os.lstat(full)
+                h.update(f"{rel}:{reason}:{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{rel}:?".encode())
+    if given is not None:
+        h.update(given.sha256().encode())
+    return h.hexdigest()
 
 
-def _pool(cfg: PrepareConfig):
-    workers = cfg.num_workers or os.cpu_count() or 1
-    return mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,)), workers
+def _read_lines(pattern: str) -> list[dict]:
+    from apache_beam.io.filesystems import FileSystems
+
+    out = []
+    for m in (m for r in FileSystems.match([pattern]) for m in r.metadata_list):
+        with FileSystems.open(m.path) as f:
+            out += [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
+    return out
 
 
-def prepare(cfg: PrepareConfig, *, progress: bool = True) -> dict:
-    """Runs the whole preparation; returns the manifest."""
-    start = time.perf_counter()
-    _given_tokenizer(cfg)  # a tokenizer that cannot serve is refused before any work
-    skipped: list[dict] = []  # malformed records of record files
-    repos = discover(cfg.repo_dirs, cfg.repo_roots, cfg.records, cfg.exclude, skipped=skipped)
-    out_dir = Path(cfg.out_dir)
-    fingerprint = _fingerprint(cfg, repos)
-    manifest_path = out_dir / shards.MANIFEST
-    if manifest_path.exists():
-        existing = json.loads(manifest_path.read_text())
-        if existing.get("fingerprint") == fingerprint:
-            if progress:
-                print(f"data prepare: {out_dir} is up to date (same inputs and config)")
-            return existing
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-
-    pool, workers = _pool(cfg)
-    try:
-        counts: Counter = Counter(f"dropped/{s['reason']}" for s in skipped)
-        per_repo: list[tuple[str, list[RepoFile]]] = []
-        seen: set[str] = set()
-        bar = tqdm(total=len(repos), desc="read + filter", unit="repo", disable=not progress, mininterval=1.0)
-        for repo, (files, hashes, repo_counts) in zip(repos, pool.imap(process_repo, repos, chunksize=1),
-                                                      strict=True):
-            counts.update(repo_counts)
-            unique = []
-            for f, h in zip(files, hashes, strict=True):  # exact dedup across the corpus, first copy wins
-                if h in seen:
-                    counts["duplicates/exact"] += 1
-                else:
-                    seen.add(h)
-                    unique.append(f)
-            counts["files_kept"] += len(unique)
-            per_repo.append((repo.name, unique))
-            bar.update()
-        bar.close()
-
-        samples: list[Sample] = []
-        bar = tqdm(total=len(per_repo), desc="order + minhash", unit="repo", disable=not progress, mininterval=1.0)
-        for repo_samples_ in pool.imap(build_samples, per_repo, chunksize=1):
-            samples += repo_samples_
-            bar.update()
-        bar.close()
-        counts["samples"] = len(samples)
-        keep, exact, near = dedup_keep_mask([s.sha for s in samples],
-                                            [s.signature if cfg.near_dedup else None for s in samples],
-                                            MinHasher(cfg.dedup))
-        counts["duplicates/exact"] += exact
-        counts["duplicates/near"] = near
-        kept = [s for s, k in zip(samples, keep, strict=True) if k]
-        if not kept:
-            raise RuntimeError(f"data prepare: every file was dropped ({dict(counts)}); check data.sources")
-
-        tok = _tokenizer_for(cfg, kept, tmp)
-
-        splits: dict[str, dict[str, list[Sample]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
-        for smp in kept:
-            held = int(smp.sha[:8], 16) / 0xFFFFFFFF < cfg.heldout_fraction
-            splits["heldout" if held else "train"][smp.language].append(smp)
-        jobs, plan = [], []
-        for split, by_language in splits.items():
-            for language in sorted(by_language):
-                docs = by_language[language]
-                # Shard boundaries by characters (~3.2 bytes per token): shards get similar token counts.
-                chars = np.cumsum([len(d.text) for d in docs])
-                n_shards = max(1, int(np.ceil(chars[-1] / (cfg.tokens_per_shard * 3.2))))
-                bounds = np.searchsorted(chars, np.linspace(0, chars[-1], n_shards + 1)[1:-1])
-                slug = language_slug(language)
-                prefix = "" if split == "train" else "heldout-"
-                for k, part in enumerate(np.split(np.arange(len(docs)), bounds)):
-                    rel = f"{slug}/{prefix}{slug}-{k:05d}-of-{n_shards:05d}.array_record"
-                    jobs.append((str(tok.path), str(tmp / rel), [docs[i].text for i in part],
-                                 cfg.max_sample_tokens))
-                    plan.append((split, language, rel))
-        shard_info: dict[str, dict[str, list[dict]]] = {"train": defaultdict(list), "heldout": defaultdict(list)}
-        bar = tqdm(total=len(jobs), desc="tokenize + write", unit="shard", disable=not progress, mininterval=1.0)
-        for (split, language, rel), info in zip(plan, pool.imap(encode_shard, jobs, chunksize=1), strict=True):
-            counts["samples_split"] += info.pop("split_samples")
-            shard_info[split][language].append({"path": rel, **info})
-            bar.update()
-        bar.close()
-    finally:
-        pool.close()
-        pool.join()
-
-    train = shard_info["train"]
+def _manifest(data: DataConfig, tokenizer: TokenizerConfig, tok: Tokenizer, fingerprint: str, run: Runner,
+              work: str, seconds: float) -> dict:
+    infos = sorted(_read_lines(f"{work}/shards*.json"), key=lambda s: s["path"])
+    if not infos:
+        raise RuntimeError(f"data prepare: every file was dropped ({run.counters}); check data.sources")
+    table: dict[str, dict[str, list]] = {"train": {}, "heldout": {}}
+    for info in infos:
+        table[info["split"]].setdefault(info["language"], []).append(
+            {"path": info["path"], "records": info["records"], "tokens": info["tokens"]})
+    train, held = table["train"], table["heldout"]
     tokens = {lang: sum(x["tokens"] for x in v) for lang, v in sorted(train.items())}
-    manifest = {
+    skipped = sorted(_read_lines(f"{work}/skipped*.json"), key=lambda s: (s["file"], s["line"]))
+    counts = {**dict.fromkeys(("files_seen", "files_kept", "samples", "duplicates/exact", "duplicates/near",
+                                "samples_split"), 0),
+              **{k: v for k, v in run.counters.items() if not k.startswith("components/")}}
+    counts = dict(sorted(counts.items()))
+    return {
         "fingerprint": fingerprint,
-        "config": cfg.to_json(),
-        "counts": dict(sorted(counts.items())),
+        "config": {"data": dataclasses.asdict(data), "tokenizer": dataclasses.asdict(tokenizer)},
+        "counts": counts,
         "documents": {lang: sum(x["records"] for x in v) for lang, v in sorted(train.items())},
         "tokens": tokens,
         "total_tokens": sum(tokens.values()),
-        "shards": dict(train),
-        "heldout_shards": dict(shard_info["heldout"]),
-        "heldout_tokens": {lang: sum(x["tokens"] for x in v) for lang, v in sorted(shard_info["heldout"].items())},
+        "shards": dict(sorted(train.items())),
+        "heldout_shards": dict(sorted(held.items())),
+        "heldout_tokens": {lang: sum(x["tokens"] for x in v) for lang, v in sorted(held.items())},
         "tokenizer": {"path": tok.path.name, "kind": tok.kind, "sha256": tok.sha256(),
-                      "vocab_size": tok.vocab_size, "layout": cfg.tokenizer_layout, "bos_id": tok.bos_id,
+                      "vocab_size": tok.vocab_size, "layout": tokenizer.layout, "bos_id": tok.bos_id,
                       "eos_id": tok.eos_id, "add_bos": tok.add_bos},
-        "repositories": len(repos),
+        "repositories": counts.get("repositories", 0),
         "skipped_records": skipped[:20],  # the first malformed records: file, line, reason
-        "workers": workers,
-        "seconds": round(time.perf_counter() - start, 1),
+        "runner": run.name,
+        "seconds": round(seconds, 1),
     }
-    text = json.dumps(manifest, indent=2, default=str)
-    manifest = json.loads(text)  # the same plain-JSON form a later run reads back
-    (tmp / shards.MANIFEST).write_text(text)
-    # Swap in atomically: a crash leaves either the old directory or the new one, never a mix.
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return manifest
-

@@ -19,7 +19,7 @@ import posixpath
 import re
 from collections import defaultdict
 
-from jaxcoder.data.dedup import UnionFind
+from jaxcoder.data.dedup import union_find_components
 from jaxcoder.data.languages import comment_prefix
 
 _PY = re.compile(r"^\s*(?:from\s+(\.*[\w.]*)\s+import\s+([\w*, ()]+)|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
@@ -122,15 +122,11 @@ def topological_order(paths: list[str], deps: dict[str, set[str]]) -> list[list[
             if b in users:
                 users[b].append(a)  # edge b -> a: a depends on b
                 in_degree[a] += 1
-    # Weakly connected components by union-find over the edges.
-    index = {p: i for i, p in enumerate(paths)}
-    uf = UnionFind(len(paths))
-    for b, dependents in users.items():
-        for a in dependents:
-            uf.union(index[a], index[b])
-    components: dict[int, list[str]] = defaultdict(list)
+    # Weakly connected components by union-find over the edges (one repository: bounded).
+    roots = union_find_components((a, b) for b, dependents in users.items() for a in dependents)
+    components: dict[str, list[str]] = defaultdict(list)
     for p in sorted(paths):
-        components[uf.find(index[p])].append(p)
+        components[roots.get(p, p)].append(p)
 
     results = []
     for members in sorted(components.values(), key=lambda m: m[0]):

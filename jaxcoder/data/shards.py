@@ -2,9 +2,13 @@
 
 Layout of a prepared directory:
 
-    manifest.json                       counts, tokens per language, shards, tokenizer hash, config
-    tokenizer.model                     the sentencepiece model the shards were encoded with
-    <language>/<language>-00000-of-00004.array_record    one record = one document, int32 tokens
+    manifest.json                       counts, tokens per language, shards, tokenizer, config; names
+                                        the build below (written last: the commit point)
+    build-<fingerprint>/tokenizer.model the tokenizer the shards were encoded with (or tokenizer/)
+    build-<fingerprint>/<language>/<language>-00000-of-00004.array_record
+                                        one record = one document (or piece), int32 tokens
+
+Every path in the manifest is relative to the prepared directory.
 
 Records hold raw little-endian int32 token ids (no EOS: the loader appends it after FIM). Samples
 longer than `data.max_sample_tokens` are stored as several consecutive records (`split_record`), so
@@ -23,20 +27,14 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST = "manifest.json"
-FORMAT = 2  # 2: pieces of split documents carry the CONTINUES marker
+FORMAT = 3  # 2: pieces of split documents carry the CONTINUES marker; 3: shards in build-<fingerprint>/
 
 
 def write_shard(path: Path, docs: list[np.ndarray]) -> int:
-    from array_record.python.array_record_module import ArrayRecordWriter
+    """Writes token arrays as one shard (atomically); returns how many."""
+    from jaxcoder.data.spill import write_records
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = ArrayRecordWriter(str(path), "group_size:1")
-    try:
-        for d in docs:
-            writer.write(np.asarray(d, "<i4").tobytes())
-    finally:
-        writer.close()
-    return len(docs)
+    return write_records(str(path), (np.asarray(d, "<i4").tobytes() for d in docs))
 
 
 def split_record(ids: np.ndarray, max_tokens: int, line_ends: np.ndarray) -> list[np.ndarray]:
@@ -109,6 +107,11 @@ def load_manifest(data_dir: str | Path) -> dict:
         raise FileNotFoundError(f"{path} not found: run `jaxcoder data prepare` first (data.prepared_dir is "
                                 f"{data_dir})")
     return json.loads(path.read_text())
+
+
+def tokenizer_path(data_dir: str | Path, manifest: dict) -> str:
+    """Where the tokenizer of a prepared directory is."""
+    return str(Path(data_dir) / manifest["tokenizer"]["path"])
 
 
 def shard_paths(data_dir: str | Path, manifest: dict, language: str, split: str = "train") -> list[str]:

@@ -1,98 +1,216 @@
-"""Where raw files come from: directories of repositories, and JSONL/Parquet record files.
+"""Where raw files come from: directories of repositories, `{repo, path, content}` record files
+(JSONL or Parquet), and Parquet shards in The Stack's layouts.
 
-A `Repo` is a name plus a way to list its files as (relative path, bytes-or-error). Directory
-walks never follow symbolic links (so link loops cannot trap them) and report unreadable files
-instead of raising; record files are grouped by their `repo` field.
+The driver lists the input `Unit`s (a directory repository, or one record file); a worker reads a
+unit on its own (`read_unit`) as (repository, path, bytes or None, drop reason) tuples, so the
+corpus is read in parallel and no process ever holds more than one file. Directory walks never
+follow symbolic links (so link loops cannot trap them) and report unreadable files instead of
+raising; a malformed record is skipped with its file and line. Record files may be on any
+filesystem Beam knows (local paths, `gs://...`).
+
+Layouts of record files:
+* `records`: `{repo, path, content}` JSONL or Parquet;
+* `stack_v1`: The Stack v1's Parquet (`max_stars_repo_name`, `max_stars_repo_path`, `content`);
+* `stack_v2`: The Stack v2's Parquet (`repo_name`, `path`, `blob_id`), each file's content read from
+  `<blob_dir>/<blob_id>` gzip-compressed, as Software Heritage stores blobs.
+The column names of each layout are configurable (`data.sources.stack_v1_columns` / `..._v2_...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import gzip
 import json
 import os
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+DEFAULT_EXCLUDE = ("__pycache__", ".git", ".hg", ".svn")
+RECORD_FIELDS = ("repo", "path", "content")
+LAYOUTS = ("records", "stack_v1", "stack_v2")
+
 
 @dataclasses.dataclass(frozen=True)
-class Repo:
-    name: str
-    root: str | None = None  # a directory repository
-    records: tuple[tuple[str, str], ...] = ()  # (path, content) for record-file repositories
-    top_level_only: bool = False  # only the files directly under root (a root's loose files)
-    exclude: tuple[str, ...] = ()  # fnmatch patterns for file and directory names to skip
+class Unit:
+    """One input a worker reads on its own: a directory repository, or one record file."""
 
-    def files(self, max_bytes: int) -> Iterator[tuple[str, bytes | None, str | None]]:
-        """(relative path, content, drop reason). Content is None when the file is dropped here."""
-        if self.root is None:
-            for path, content in self.records:
-                data = content.encode("utf-8", "surrogatepass")
-                yield (path, None, "too_large") if len(data) > max_bytes else (path, data, None)
-            return
-        for full, rel, reason in self.entries():
-            if reason:
-                yield rel, None, reason
-                continue
-            try:
-                if full.stat().st_size > max_bytes:
-                    yield rel, None, "too_large"
-                    continue
-                yield rel, full.read_bytes(), None
-            except OSError:
-                yield rel, None, "unreadable"
+    kind: str  # dir | records | stack_v1 | stack_v2
+    path: str
+    repo: str = ""  # a directory's repository name
+    top_level_only: bool = False  # only the files directly under path (a root's loose files)
 
-    def entries(self) -> Iterator[tuple[Path, str, str | None]]:
-        """(full path, relative path, drop reason or None) of a directory repository, in a fixed
-        order: the one walk (exclusions applied, links reported, never followed) that reading the
-        files and fingerprinting the inputs both use. FIFOs, sockets and devices are reported as
-        not regular files: reading one could block forever."""
-        root = Path(self.root)
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-            for d in sorted(dirnames):  # os.walk lists links to directories here and never follows them
-                if (Path(dirpath) / d).is_symlink() and not self.top_level_only:
-                    yield Path(dirpath) / d, (Path(dirpath) / d).relative_to(root).as_posix(), "symlink"
-            dirnames[:] = [] if self.top_level_only else sorted(d for d in dirnames if not _excluded(d, self.exclude))
-            for name in sorted(filenames):
-                if _excluded(name, self.exclude):
-                    continue
-                full = Path(dirpath) / name
-                reason = "symlink" if full.is_symlink() else None if full.is_file() else "not_a_regular_file"
-                yield full, full.relative_to(root).as_posix(), reason
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.repo}:{self.path}:{int(self.top_level_only)}"
 
 
-DEFAULT_EXCLUDE = ("__pycache__", ".git", ".hg", ".svn")
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """Column names of a record layout: repository, path, and content (or blob id)."""
+
+    repo: str
+    path: str
+    content: str
 
 
 def _excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-RECORD_FIELDS = ("repo", "path", "content")
+def walk(root: str, exclude: tuple[str, ...], top_level_only: bool = False) -> Iterator[tuple[Path, str, str | None]]:
+    """(full path, relative path, drop reason or None) of a directory repository, in a fixed
+    order: the one walk (exclusions applied, links reported, never followed) that reading the
+    files and fingerprinting the inputs both use. FIFOs, sockets and devices are reported as not
+    regular files: reading one could block forever."""
+    base = Path(root)
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False, onerror=None):
+        for d in sorted(dirnames):  # os.walk lists links to directories here and never follows them
+            if (Path(dirpath) / d).is_symlink() and not top_level_only:
+                yield Path(dirpath) / d, (Path(dirpath) / d).relative_to(base).as_posix(), "symlink"
+        dirnames[:] = [] if top_level_only else sorted(d for d in dirnames if not _excluded(d, exclude))
+        for name in sorted(filenames):
+            if _excluded(name, exclude):
+                continue
+            full = Path(dirpath) / name
+            reason = "symlink" if full.is_symlink() else None if full.is_file() else "not_a_regular_file"
+            yield full, full.relative_to(base).as_posix(), reason
 
 
-def _read_records(path: Path) -> Iterator[tuple[int, object]]:
+def units(sources, exclude: tuple[str, ...] | None = None) -> list[Unit]:
+    """Every input unit the `data.sources` section names, in a fixed order; missing sources and
+    repeated repository names are refused here, before any work."""
+    exclude = tuple(sources.exclude if exclude is None else exclude)
+    out: list[Unit] = []
+    for d in sources.repo_dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise FileNotFoundError(f"data.sources.repo_dirs: {d} is not a directory")
+        out.append(Unit("dir", str(p), repo=p.name))
+    for r in sources.repo_roots:
+        p = Path(r)
+        if not p.is_dir():
+            raise FileNotFoundError(f"data.sources.repo_roots: {r} is not a directory")
+        for child in sorted(p.iterdir()):
+            if child.is_dir() and not child.is_symlink() and not _excluded(child.name, exclude):
+                out.append(Unit("dir", str(child), repo=f"{p.name}/{child.name}"))
+        if any(f.is_file() for f in p.iterdir()):  # files directly under the root: a repository too
+            out.append(Unit("dir", str(p), repo=f"{p.name}/.", top_level_only=True))
+    names = [u.repo for u in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"repository names must be unique across sources; repeated: {', '.join(dupes[:5])}")
+    for layout in LAYOUTS:
+        for pattern in getattr(sources, layout):
+            for path in _match(pattern, f"data.sources.{layout}"):
+                if path.endswith(".parquet"):
+                    _check_parquet(path, columns(layout, sources))
+                out.append(Unit(layout, path))
+    if not out:
+        raise ValueError("data.sources: name at least one of repo_dirs, repo_roots, records, stack_v1, stack_v2")
+    if any(u.kind == "stack_v2" for u in out) and not sources.blob_dir:
+        raise ValueError("data.sources.stack_v2 reads file contents by blob id: set data.sources.blob_dir")
+    return out
+
+
+def _match(pattern: str, field: str) -> list[str]:
+    """The files a path or glob names, on any filesystem Beam supports."""
+    from apache_beam.io.filesystems import FileSystems
+
+    found = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    if not found:
+        raise FileNotFoundError(f"{field}: {pattern} does not exist")
+    return found
+
+
+def _open_parquet(path: str):
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    return pq.ParquetFile(FileSystems.open(path, compression_type="uncompressed"))
+
+
+def _check_parquet(path: str, cols: Columns) -> None:
+    """A Parquet source must be readable and have the layout's columns: checked on its footer,
+    before any work, so a wrong column name is one clear line rather than a failed worker."""
+    try:
+        names = set(_open_parquet(path).schema_arrow.names)
+    except Exception as e:  # noqa: BLE001 - any pyarrow failure: not a readable Parquet file
+        raise ValueError(f"data.sources: {path} is not a readable Parquet file ({e})") from None
+    missing = [c for c in (cols.repo, cols.path, cols.content) if c not in names]
+    if missing:
+        raise ValueError(f"data.sources: {path} has no column(s) {', '.join(missing)} (records need "
+                         f"{cols.repo}, {cols.path}, {cols.content}; the column names of a Stack layout are "
+                         f"data.sources.stack_v1_columns / stack_v2_columns)")
+
+
+def columns(layout: str, sources) -> Columns:
+    if layout == "records":
+        return Columns(*RECORD_FIELDS)
+    names = tuple(getattr(sources, f"{layout}_columns"))
+    if len(names) != 3:
+        raise ValueError(f"data.sources.{layout}_columns must name (repo, path, content-or-blob) columns; got {names}")
+    return Columns(*names)
+
+
+def read_unit(unit: Unit, sources, max_bytes: int) -> Iterator[tuple[str, str, bytes | None, str | None]]:
+    """(repository, path, content, drop reason) of every file of a unit; content is None when the
+    file is dropped here. A malformed record comes as ("", "<file>:<line>", None, reason)."""
+    if unit.kind == "dir":
+        for full, rel, reason in walk(unit.path, tuple(sources.exclude), unit.top_level_only):
+            if reason:
+                yield unit.repo, rel, None, reason
+                continue
+            try:
+                if full.stat().st_size > max_bytes:
+                    yield unit.repo, rel, None, "too_large"
+                    continue
+                yield unit.repo, rel, full.read_bytes(), None
+            except OSError:
+                yield unit.repo, rel, None, "unreadable"
+        return
+    cols = columns(unit.kind, sources)
+    for n, rec in _read_records(unit.path, cols):
+        problem = _record_problem(rec, cols)
+        if problem:
+            yield "", f"{unit.path}:{n}", None, problem
+            continue
+        if unit.kind == "stack_v2":
+            data, reason = _read_blob(sources.blob_dir, str(rec[cols.content]), max_bytes)
+        else:
+            data = rec[cols.content].encode("utf-8", "surrogatepass")
+            data, reason = (None, "too_large") if len(data) > max_bytes else (data, None)
+        yield str(rec[cols.repo]), rec[cols.path], data, reason
+
+
+def _read_blob(blob_dir: str, blob_id: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """A Software Heritage blob: `<blob_dir>/<blob_id>` (or `.gz`), gzip-compressed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    for name in (blob_id, blob_id + ".gz"):
+        path = FileSystems.join(blob_dir, name)
+        if FileSystems.exists(path):
+            try:
+                with FileSystems.open(path, compression_type="uncompressed") as f:
+                    data = gzip.decompress(f.read())
+            except (OSError, EOFError):
+                return None, "blob_unreadable"
+            return (None, "too_large") if len(data) > max_bytes else (data, None)
+    return None, "blob_missing"
+
+
+def _read_records(path: str, cols: Columns) -> Iterator[tuple[int, object]]:
     """(line or row number, the parsed record, or an error reason string) of a record file."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
 
-        try:
-            table = pq.ParquetFile(path)
-            names = set(table.schema_arrow.names)
-        except Exception as e:  # noqa: BLE001 - any pyarrow failure: not a readable Parquet file
-            raise ValueError(f"data.sources.records: {path} is not a readable Parquet file ({e})") from None
-        missing = [c for c in RECORD_FIELDS if c not in names]
-        if missing:
-            raise ValueError(f"data.sources.records: {path} has no column(s) {', '.join(missing)} "
-                             f"(records need {', '.join(RECORD_FIELDS)})")
+    if path.endswith(".parquet"):  # its columns were checked by `units`
         n = 0
-        for batch in table.iter_batches(columns=list(RECORD_FIELDS)):
+        for batch in _open_parquet(path).iter_batches(columns=[cols.repo, cols.path, cols.content]):
             for rec in batch.to_pylist():
                 n += 1
                 yield n, rec
         return
-    with path.open("rb") as f:
+    with FileSystems.open(path) as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -104,53 +222,13 @@ def _read_records(path: Path) -> Iterator[tuple[int, object]]:
                 yield n, "record_not_json"
 
 
-def _record_problem(rec) -> str | None:
+def _record_problem(rec, cols: Columns) -> str | None:
     if isinstance(rec, str):
         return rec
     if not isinstance(rec, dict):
         return "record_not_an_object"
-    if any(rec.get(k) is None for k in RECORD_FIELDS):
+    if any(rec.get(k) is None for k in (cols.repo, cols.path, cols.content)):
         return "record_missing_fields"
-    if not isinstance(rec["content"], str) or not isinstance(rec["path"], str):
+    if not isinstance(rec[cols.content], str) or not isinstance(rec[cols.path], str):
         return "record_wrong_types"
     return None
-
-
-def discover(repo_dirs=(), repo_roots=(), record_files=(), exclude=DEFAULT_EXCLUDE,
-             skipped: list[dict] | None = None) -> list[Repo]:
-    """All repositories named by the config, sorted by name (duplicate names are refused). A
-    malformed record is skipped and, when `skipped` is given, reported there as {file, line, reason}."""
-    exclude = tuple(exclude)
-    repos: list[Repo] = []
-    for d in repo_dirs:
-        p = Path(d)
-        if not p.is_dir():
-            raise FileNotFoundError(f"data.sources.repo_dirs: {d} is not a directory")
-        repos.append(Repo(name=p.name, root=str(p), exclude=exclude))
-    for r in repo_roots:
-        p = Path(r)
-        if not p.is_dir():
-            raise FileNotFoundError(f"data.sources.repo_roots: {r} is not a directory")
-        for child in sorted(p.iterdir()):
-            if child.is_dir() and not child.is_symlink() and not _excluded(child.name, exclude):
-                repos.append(Repo(name=f"{p.name}/{child.name}", root=str(child), exclude=exclude))
-        if any(f.is_file() for f in p.iterdir()):  # files directly under the root: a repository too
-            repos.append(Repo(name=f"{p.name}/.", root=str(p), top_level_only=True, exclude=exclude))
-    for f in record_files:
-        p = Path(f)
-        if not p.exists():
-            raise FileNotFoundError(f"data.sources.records: {f} does not exist")
-        grouped: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for n, rec in _read_records(p):
-            problem = _record_problem(rec)
-            if problem:
-                if skipped is not None:
-                    skipped.append({"file": str(p), "line": n, "reason": problem})
-                continue
-            grouped[str(rec["repo"])].append((rec["path"], rec["content"]))
-        repos += [Repo(name=name, records=tuple(sorted(files))) for name, files in sorted(grouped.items())]
-    names = [r.name for r in repos]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"repository names must be unique across sources; repeated: {', '.join(dupes[:5])}")
-    return sorted(repos, key=lambda r: r.name)

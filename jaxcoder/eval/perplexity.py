@@ -6,8 +6,6 @@ with the same settings reports one number in both places.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +22,7 @@ __all__ = ["continuation_nll", "evaluate", "overall"]
 def evaluate(cfg: ModelConfig, params, data_dir: str, seq_len: int, batch_size: int, max_batches: int) -> dict:
     """Per-language held-out metrics of one model (`overall` combines them)."""
     manifest = shards.load_manifest(data_dir)
-    tok = load_tokenizer(Path(data_dir) / manifest["tokenizer"]["path"])
+    tok = load_tokenizer(shards.tokenizer_path(data_dir, manifest))
     step = heldout_step(cfg, tok.byte_lengths())
     pcfg = pipeline.LoaderConfig(data_dir=data_dir, seq_len=seq_len, batch_size=batch_size)
     return {lang: metrics(s) for lang, s in heldout_sums(step, params, pcfg, max_batches).items()}
