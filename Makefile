@@ -13,10 +13,11 @@ PROMPT := def fibonacci(n):\n
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that the package index here serves; CUDA wheels are never pulled.
+# The seqio extra (TensorFlow) is in so that the seqio adapters are tested too (~1 min of set-up).
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev]"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio]"
 	touch $(STAMP)
 
 test: $(STAMP)
