@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio]"
 	touch $(STAMP)
 
+# Two pytest workers, a test file each at a time: much of the suite waits on compilation and
+# subprocesses, so two share even a 2-core machine well (TEST_WORKERS=0 runs in one process).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/pytest -q tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # This machine's own code -> shards -> training with FIM on a mesh of fake CPU devices -> Orbax
 # checkpoints -> HF export checked by transformers (a completion and an infill) -> evaluation of the

@@ -236,3 +236,22 @@ def test_mean_line_length_is_bigcodes_mean_of_line_lengths():
     crlf = ("a = " + "b" * 95 + "\r\n") * 10  # lines of 99 characters
     assert content_filter(crlf, "python", CFG) is None
     assert content_filter(crlf.replace("b\r\n", "bbb\r\n"), "python", CFG) == "mean_line_length"  # 101
+
+
+def test_a_large_directory_is_read_in_parts_that_together_are_the_whole(tmp_path):
+    from jaxcoder.data.config import SourcesConfig
+    from jaxcoder.data.sources import Unit, read_unit, split_unit
+
+    for i in range(23):
+        (tmp_path / f"d{i % 3}").mkdir(exist_ok=True)
+        (tmp_path / f"d{i % 3}" / f"f{i:02d}.py").write_bytes(b"x = 1\n" * (50 * (i + 1)))
+    (tmp_path / "link.py").symlink_to(tmp_path / "d0" / "f00.py")
+    sources, unit = SourcesConfig(), Unit("dir", str(tmp_path), repo="r")
+    whole = list(read_unit(unit, sources, 1 << 20))
+    parts = split_unit(unit, sources, part_bytes=10_000)
+    total = sum(len(raw or b"") for *_, raw, _ in whole)
+    assert len(parts) == -(-total // 10_000) > 1
+    assert len({p.key for p in parts}) == len(parts)
+    read = sorted(x for p in parts for x in read_unit(p, sources, 1 << 20))
+    assert read == sorted(whole)
+    assert split_unit(Unit("records", "x.jsonl"), sources) == [Unit("records", "x.jsonl")]

@@ -38,7 +38,7 @@ from jaxcoder.data.components import ROUNDS_PER_PIPELINE, converge, star_rounds,
 from jaxcoder.data.config import DataConfig
 from jaxcoder.data.prepare_steps import local_tokenizer
 from jaxcoder.data.runner import Runner
-from jaxcoder.data.sources import Unit, units, walk
+from jaxcoder.data.sources import Unit, split_unit, units, walk
 from jaxcoder.data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer
 from jaxcoder.fields import ConfigError
 
@@ -114,7 +114,8 @@ def _files_to_edges(p, data: DataConfig, inputs: list[Unit], work: str) -> None:
 
     from jaxcoder.data import prepare_steps as steps
 
-    files = (p | "units" >> beam.Create(inputs) | "spread units" >> beam.Reshuffle()
+    files = (p | "units" >> beam.Create(inputs) | "parts" >> beam.FlatMap(split_unit, data.sources)
+             | "spread parts" >> beam.Reshuffle()
              | "read + filter" >> beam.ParDo(steps.ReadAndFilter(data, work)).with_outputs("skipped", main="files"))
     _ = files.skipped | "skipped records" >> beam.Map(json.dumps) | "write skipped" >> beam.io.WriteToText(
         f"{work}/skipped", file_name_suffix=".json")
@@ -162,7 +163,7 @@ def _samples_to_shards(p, data: DataConfig, tokenizer: TokenizerConfig, work: st
         | "sum chars" >> beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs, strict=True))))
         | "all totals" >> beam.combiners.ToDict()
         | "shard counts" >> beam.Map(steps.shard_counts, data.tokens_per_shard))
-    shard_infos = (kept | "by work file" >> beam.Map(lambda s: (s["ref"][0], s)) | "work file" >> beam.GroupByKey()
+    shard_infos = (kept | "by work file part" >> beam.Map(steps.tokenize_key) | "work file part" >> beam.GroupByKey()
                    | "tokenize" >> beam.ParDo(steps.Tokenize(data, work), beam.pvalue.AsSingleton(tokenizer_path),
                                               beam.pvalue.AsSingleton(totals))
                    | "fragments by shard" >> beam.GroupByKey()

@@ -27,7 +27,8 @@ from jaxcoder.data.pii import redact
 from jaxcoder.data.repo_order import RepoFile, repo_samples
 from jaxcoder.data.sources import Unit, read_unit
 
-__all__ = ["BandEdges", "BuildSamples", "ReadAndFilter", "Tokenize", "TrainTokenizer", "WriteShard", "bucket_edges"]
+__all__ = ["BandEdges", "BuildSamples", "ReadAndFilter", "Tokenize", "TrainTokenizer", "WriteShard", "bucket_edges",
+           "tokenize_key"]
 
 
 def count(name: str, n: int = 1) -> None:
@@ -178,8 +179,19 @@ def shard_of(sample: dict, counts: dict, heldout_fraction: float) -> tuple[str, 
     return sample["language"], split, int(sample["sha"][8:16], 16) % n, n
 
 
+# Samples tokenized together: a repository's samples share a work file, and the largest
+# repositories would otherwise leave one worker tokenizing while the others wait.
+TOKENIZE_BATCH = 64
+
+
+def tokenize_key(sample: dict) -> tuple[tuple[str, int], dict]:
+    """(work file, batch of its indices): what one `Tokenize` call handles."""
+    path, index = sample["ref"]
+    return (path, index // TOKENIZE_BATCH), sample
+
+
 class Tokenize(beam.DoFn):
-    """One work file's kept samples -> tokenized, cut into pieces longer ones (max_sample_tokens),
+    """A batch of one work file's kept samples -> tokenized, cut into pieces longer ones (max_sample_tokens),
     written to one fragment per destination shard. A fragment record is the sample's sort key
     (content hash, piece index) followed by the piece's int32 tokens."""
 
@@ -192,7 +204,7 @@ class Tokenize(beam.DoFn):
             with local_tokenizer(tokenizer_path) as tok:
                 self._tok, self._tok_path = tok, tokenizer_path
         tok, d = self._tok, self.data
-        path, samples = item
+        (path, batch), samples = item
         samples = sorted(samples, key=lambda s: s["ref"][1])
         texts = read_texts([s["ref"] for s in samples])
         ids = tok.encode_batch([texts[tuple(s["ref"])] for s in samples])
@@ -211,7 +223,8 @@ class Tokenize(beam.DoFn):
             info[dest][1] += len(doc)
         for dest, records in sorted(by_shard.items()):
             language, split, shard, n = dest
-            fragment = f"{self.work}/fragments/{language_slug(language)}/{split}-{shard:05d}/{_key(path)}.array_record"
+            name = _key(f"{path}:{batch}")
+            fragment = f"{self.work}/fragments/{language_slug(language)}/{split}-{shard:05d}/{name}.array_record"
             spill.write_records(fragment, records)
             yield dest, {"path": fragment, "records": info[dest][0], "tokens": info[dest][1]}
 

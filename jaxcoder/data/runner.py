@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 
@@ -25,6 +26,7 @@ class Runner:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         beam_cfg = beam_cfg or BeamConfig()
         self.name, self.progress = beam_cfg.runner, progress
+        self.local = beam_cfg.runner in ("DirectRunner", "PrismRunner")
         flags = [f"--runner={beam_cfg.runner}", "--default_sdk_harness_log_level=ERROR", *beam_cfg.options]
         direct = beam_cfg.runner == "DirectRunner"
         if direct and not any(f.startswith("--direct_num_workers") for f in beam_cfg.options):
@@ -42,7 +44,8 @@ class Runner:
         start = time.perf_counter()
         if self.progress:
             print(f"  {what} ...", flush=True)
-        with _private_tempdir(), beam.Pipeline(options=self.options) as p:
+        with (_private_tempdir() as scratch, _worker_stderr(scratch, self.local),
+              beam.Pipeline(options=self.options) as p):
             build(p)
         for c in p.result.metrics().query(MetricsFilter().with_namespace("jaxcoder"))["counters"]:
             value = c.committed if c.committed is not None else c.attempted
@@ -63,10 +66,43 @@ def _private_tempdir():
     with tempfile.TemporaryDirectory(prefix="jaxcoder-beam-") as scratch:
         os.environ["TMPDIR"], tempfile.tempdir = scratch, scratch
         try:
-            yield
+            yield scratch
         finally:
             tempfile.tempdir = saved_dir
             if saved_env is None:
                 os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = saved_env
+
+
+@contextlib.contextmanager
+def _worker_stderr(scratch: str, local: bool):
+    """Sends what local worker processes write to the stderr they inherit into a file, shown only
+    when the pipeline fails: each worker logs its start-up (Beam's own lines, before the worker
+    reads the log level option), four lines per pipeline that say nothing to a user."""
+    if not local:
+        yield
+        return
+    path = os.path.join(scratch, "workers.log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    except BaseException:
+        _restore(saved)
+        with open(path, errors="replace") as f:
+            tail = f.read()[-4000:]
+        if tail.strip():
+            print(f"Beam worker output (last lines):\n{tail}", file=sys.stderr, flush=True)
+        raise
+    else:
+        _restore(saved)
+
+
+def _restore(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)

@@ -39,10 +39,13 @@ class Unit:
     path: str
     repo: str = ""  # a directory's repository name
     top_level_only: bool = False  # only the files directly under path (a root's loose files)
+    part: int = 0  # a large directory is read in `parts` parts: every parts-th file from `part`
+    parts: int = 1
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.repo}:{self.path}:{int(self.top_level_only)}"
+        key = f"{self.kind}:{self.repo}:{self.path}:{int(self.top_level_only)}"
+        return key if self.parts == 1 else f"{key}:{self.part}/{self.parts}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +156,33 @@ def columns(layout: str, sources) -> Columns:
     return Columns(*names)
 
 
+# Bytes of one part of a directory: repositories range from a few files to hundreds of MB, and
+# runners hand work out by element, so a large one is read as several parts, in parallel.
+PART_BYTES = 4 << 20
+
+
+def split_unit(unit: Unit, sources, part_bytes: int = PART_BYTES) -> list[Unit]:
+    """A directory unit as parts of about `part_bytes` each (its files striped over them, in walk
+    order); other units whole."""
+    if unit.kind != "dir":
+        return [unit]
+    sizes = []
+    for full, _, reason in walk(unit.path, tuple(sources.exclude), unit.top_level_only):
+        try:
+            sizes.append(0 if reason else full.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    parts = max(1, min(len(sizes), -(-sum(sizes) // part_bytes)))
+    return [dataclasses.replace(unit, part=k, parts=parts) for k in range(parts)]
+
+
 def read_unit(unit: Unit, sources, max_bytes: int) -> Iterator[tuple[str, str, bytes | None, str | None]]:
     """(repository, path, content, drop reason) of every file of a unit; content is None when the
     file is dropped here. A malformed record comes as ("", "<file>:<line>", None, reason)."""
     if unit.kind == "dir":
-        for full, rel, reason in walk(unit.path, tuple(sources.exclude), unit.top_level_only):
+        for i, (full, rel, reason) in enumerate(walk(unit.path, tuple(sources.exclude), unit.top_level_only)):
+            if i % unit.parts != unit.part:
+                continue
             if reason:
                 yield unit.repo, rel, None, reason
                 continue
