@@ -1,7 +1,7 @@
 """`data prepare` at 1x and 4x the demo corpus: wall time and peak memory of the Beam pipeline
 (DirectRunner, one worker per core), against the process-pool implementation it replaced
 (run from a git revision of this repository, in the same run), and whether both keep the same
-documents (exact and near dedup deciding alike).
+documents, token for token, given the same tokenizer (exact and near dedup deciding alike).
 
     python bench/prepare.py [--reference_rev ec4f292] [--copies 4] [--skip_reference]
 
@@ -33,6 +33,8 @@ from jaxcoder.config import resolve
 cfg = demo.get_config()
 cfg.data.prepared_dir = sys.argv[2]
 roots = json.loads(sys.argv[3])
+if sys.argv[4]:
+    cfg.tokenizer.path = sys.argv[4]
 if roots is not None:
     cfg.data.sources.repo_roots, cfg.data.sources.repo_dirs = tuple(roots), ()
 run = resolve(cfg)
@@ -51,29 +53,27 @@ print(json.dumps({"seconds": seconds, "driver_peak_mb": hwm / 1024, "worker_peak
 """
 
 
-def run_prepare(tree: Path, out: Path, roots: list[str] | None) -> dict:
+def run_prepare(tree: Path, out: Path, roots: list[str] | None, tokenizer: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", PREPARE, str(tree), str(out), json.dumps(roots)], env=env,
-                          capture_output=True, text=True, cwd=tree)
+    proc = subprocess.run([sys.executable, "-c", PREPARE, str(tree), str(out), json.dumps(roots), tokenizer],
+                          env=env, capture_output=True, text=True, cwd=tree)
     if proc.returncode:
         raise RuntimeError(f"prepare in {tree} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def kept_documents(data_dir: Path) -> set[str]:
-    """Content hashes of every document a prepared directory holds (pieces joined, decoded)."""
+    """Hashes of the token sequences of every document a prepared directory holds (pieces joined)."""
     sys.path.insert(0, str(ROOT))
     from jaxcoder.data import shards
-    from jaxcoder.data.tokenizer import load_tokenizer
 
     manifest = shards.load_manifest(data_dir)
-    tok = load_tokenizer(data_dir / manifest["tokenizer"]["path"])
     out = set()
     for split in ("shards", "heldout_shards"):
         for lang in manifest[split]:
             for p in shards.shard_paths(data_dir, manifest, lang, "train" if split == "shards" else "heldout"):
                 for doc in shards.read_documents(Path(p)):
-                    out.add(hashlib.sha256(tok.decode(doc.tolist()).encode("utf-8", "surrogatepass")).hexdigest())
+                    out.add(hashlib.sha256(doc.astype("<i4").tobytes()).hexdigest())
     return out
 
 
@@ -112,8 +112,8 @@ def main():
         tmp = Path(tmp)
         rows = {}
 
-        def measure(name, tree, out, roots):
-            rows[name] = run_prepare(tree, out, roots)
+        def measure(name, tree, out, roots, tokenizer=""):
+            rows[name] = run_prepare(tree, out, roots, tokenizer)
             print(f"{name}: {json.dumps(rows[name])}", flush=True)
 
         measure("beam 1x", ROOT, tmp / "beam-1x", None)
@@ -124,6 +124,11 @@ def main():
                                      cwd=ROOT, check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
             measure("process pool 1x", old, tmp / "pool-1x", None)
+            # Each trained its own tokenizer (on differently chosen samples); to compare what they
+            # keep token for token, the process pool prepares once more with Beam's tokenizer.
+            beam_tok = json.loads((tmp / "beam-1x" / "manifest.json").read_text())["tokenizer"]["path"]
+            measure("process pool 1x, Beam's tokenizer", old, tmp / "pool-1x-same-tok", None,
+                    str(tmp / "beam-1x" / beam_tok))
         roots = copies(tmp / "corpus", args.copies)
         measure(f"beam {args.copies}x", ROOT, tmp / f"beam-{args.copies}x", roots)
         print(f"{'implementation':22s} {'seconds':>8s} {'driver MB':>10s} {'worker MB':>10s} {'tokens':>12s}")
@@ -137,10 +142,10 @@ def main():
             pool = rows["process pool 1x"]
             ratio = beam1["seconds"] / pool["seconds"]
             print(f"wall time Beam / process pool: {ratio:.2f} (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})")
-            ours, theirs = kept_documents(tmp / "beam-1x"), kept_documents(tmp / "pool-1x")
-            print(f"documents kept: Beam {len(ours):,}, process pool {len(theirs):,}, in both {len(ours & theirs):,}; "
-                  f"near duplicates removed: Beam {beam1['counts'].get('duplicates/near')}, process pool "
-                  f"{pool['counts'].get('duplicates/near')}")
+            ours, theirs = kept_documents(tmp / "beam-1x"), kept_documents(tmp / "pool-1x-same-tok")
+            print(f"documents kept (same tokenizer, token sequences compared): Beam {len(ours):,}, process pool "
+                  f"{len(theirs):,}, identical in both {len(ours & theirs):,}; near duplicates removed: Beam "
+                  f"{beam1['counts'].get('duplicates/near')}, process pool {pool['counts'].get('duplicates/near')}")
             record("data prepare", "demo corpus wall time", beam1["seconds"], pool["seconds"], "s",
                    "process-pool implementation", higher_is_better=False)
 
