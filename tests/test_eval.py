@@ -184,3 +184,18 @@ def test_fisher_exact_test_of_the_report():
     for k1, n1, k0, n0 in ((22, 1000, 0, 1000), (3, 200, 1, 200), (5, 50, 9, 70)):
         want = scipy_stats.fisher_exact([[k1, n1 - k1], [k0, n0 - k0]], alternative="greater").pvalue
         assert abs(fisher_greater(k1, n1, k0, n0) - want) < 1e-12 * max(1.0, want)
+
+
+def test_report_describes_the_prepared_data(prepared_data, tmp_path):
+    """The report's data section reads the manifest that `data prepare` writes."""
+    from jaxcoder.eval.report import write_report
+
+    cfg, manifest = prepared_data
+    text = write_report(tmp_path, data_dir=cfg.data.prepared_dir).read_text()
+    c = manifest["counts"]
+    assert f"{c['files_seen']:,} files seen in {manifest['repositories']} repositories" in text
+    assert f"on Beam's {manifest['runner']}" in text
+    assert f"{manifest['total_tokens']:,} training tokens in {c['samples']} samples" in text
+    assert c["samples_split"] > 0 and f"{c['samples_split']:,} longer than 4,096 tokens" in text
+    for lang, n in manifest["tokens"].items():
+        assert f"| {lang} | {manifest['documents'][lang]:,} | {n:,} |" in text

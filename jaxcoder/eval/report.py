@@ -124,10 +124,13 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         counts = m.get("counts", {})
         dropped = sum(v for k, v in counts.items() if k.startswith("dropped/"))
         n_split = counts.get("samples_split", 0)
-        split_note = (f" ({n_split:,} longer than {m.get('config', {}).get('max_sample_tokens', '?'):,} tokens, "
-                      f"stored in pieces)") if n_split else ""
+        runner = f" on Beam's {m['runner']}" if m.get("runner") else ""
+        max_tokens = m.get("config", {}).get("data", {}).get("max_sample_tokens")
+        split_note = (f" ({n_split:,} longer than {max_tokens:,} tokens, stored in pieces)"
+                      if n_split and max_tokens else "")
         lines.append(
-            f"Prepared in `{manifest_path.parent}` ({m.get('seconds', '?')} s): {counts.get('files_seen', 0):,} files "
+            f"Prepared in `{manifest_path.parent}` ({m.get('seconds', '?')} s{runner}): "
+            f"{counts.get('files_seen', 0):,} files "
             f"seen in {m.get('repositories', '?')} repositories, {dropped:,} dropped by the filters, "
             f"{counts.get('duplicates/exact', 0):,} exact and {counts.get('duplicates/near', 0):,} near duplicates "
             f"removed, {sum(v for k, v in counts.items() if k.startswith('redacted/')):,} PII redactions, "
