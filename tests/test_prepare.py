@@ -272,6 +272,46 @@ def test_sources_and_output_on_an_object_store(tmp_path):
     assert (bucket / "out" / "manifest.json").stat().st_mtime_ns == before
 
 
+def test_a_failed_run_leaves_the_previous_output_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    """A run that fails after writing work files and shards (here: in its last step) leaves the
+    previous manifest and build untouched; the next run builds exactly what a clean run builds."""
+    from jaxcoder.data import prepare_steps
+    from jaxcoder.data.config import BeamConfig
+
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    kw = {"records": (str(records),), "vocab_size": 400, "heldout_fraction": 0.0, "near_dedup": False,
+          "beam": BeamConfig(options=("--direct_num_workers=1", "--direct_running_mode=in_memory"))}
+    cfg = prepare_configs(tmp_path / "out", **kw)
+    first = prepare(*cfg, progress=False)
+    out = tmp_path / "out"
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    extra = {"repo": "org/three", "path": "c.py", "content": "def c(y):\n    return y * 3  # three\n" * 3}
+    records.write_text(records.read_text() + json.dumps(extra) + "\n")
+
+    def fail(self, item):
+        raise RuntimeError("disk full (injected)")
+
+    with monkeypatch.context() as m:
+        m.setattr(prepare_steps.WriteShard, "process", fail)
+        with pytest.raises(Exception, match="injected"):
+            prepare(*cfg, progress=False)
+    assert json.loads((out / "manifest.json").read_text()) == first
+    assert all(p.read_bytes() == data for p, data in before.items())  # the old build is whole
+
+    second = prepare(*cfg, progress=False)
+    clean = prepare(*prepare_configs(tmp_path / "clean", **kw), progress=False)
+    assert second["counts"] == clean["counts"] and second["counts"]["files_kept"] == first["counts"]["files_kept"] + 1
+    assert {p.name for p in out.iterdir()} == {"manifest.json", second["build"]}
+
+    def shard_bytes(manifest, root):
+        return [(root / e["path"]).read_bytes() for t in ("shards", "heldout_shards")
+                for v in manifest[t].values() for e in v]
+
+    assert shard_bytes(second, out) == shard_bytes(clean, tmp_path / "clean")
+
+
 def test_bad_sources_are_named(tmp_path):
     def run(**sources):
         return prepare(*prepare_configs(tmp_path / "o", workers=1, **sources), progress=False)
