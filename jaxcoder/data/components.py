@@ -21,15 +21,20 @@ import apache_beam as beam
 
 ROUNDS_PER_PIPELINE = 3
 
-class _LargeStar(beam.DoFn):
-    """u with neighbours N: every neighbour larger than u joins min(N + u). An edge moves when u
-    itself is not that minimum."""
+
+class _StarStep(beam.DoFn):
+    """A star operation that counts the edges it moves in the `jaxcoder` counter `counter`."""
 
     def __init__(self, counter: str):
         self.counter = counter
 
     def setup(self):
         self.changed = beam.metrics.Metrics.counter("jaxcoder", self.counter)
+
+
+class _LargeStar(_StarStep):
+    """u with neighbours N: every neighbour larger than u joins min(N + u). An edge moves when u
+    itself is not that minimum."""
 
     def process(self, item):
         u, neighbours = item
@@ -42,16 +47,10 @@ class _LargeStar(beam.DoFn):
             yield (v, m)
 
 
-class _SmallStar(beam.DoFn):
+class _SmallStar(_StarStep):
     """u with neighbours N: u and its neighbours not larger than u join min(those + u). Edges to
     larger neighbours are emitted by those neighbours' own small-star. Edges move when u has more
     than one smaller neighbour."""
-
-    def __init__(self, counter: str):
-        self.counter = counter
-
-    def setup(self):
-        self.changed = beam.metrics.Metrics.counter("jaxcoder", self.counter)
 
     def process(self, item):
         u, neighbours = item
