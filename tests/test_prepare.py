@@ -18,6 +18,7 @@ from helpers import Prepared, prepare_configs
 from jaxcoder.data import pipeline, shards
 from jaxcoder.data.fim import FimConfig
 from jaxcoder.data.prepare import prepare
+from jaxcoder.data.tokenizer import load_tokenizer
 
 SECRET = "AKIAIOSFODNN7EXAMPLE"
 
@@ -93,6 +94,11 @@ def test_shards_hold_redacted_ordered_documents(prepared):
     assert c_sample.index("// api.h") < c_sample.index("// main.c")
     assert m["tokenizer"]["sha256"] == tok.sha256()
     assert m["documents"]["python"] == len(texts)
+
+
+def test_a_prepared_directory_names_its_tokenizer(prepared):
+    cfg, m = prepared
+    assert load_tokenizer(cfg.out_dir).sha256() == m["tokenizer"]["sha256"]
 
 
 def test_rerun_is_idempotent_and_changes_rebuild(prepared, planted):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -207,6 +208,8 @@ def resolve_path(path: str | Path) -> Path:
         return p
     if (p / "tokenizer.json").exists():
         return p
+    if (p / "manifest.json").exists():  # prepared data: the manifest names its build's tokenizer
+        return resolve_path(p / json.loads((p / "manifest.json").read_text())["tokenizer"]["path"])
     for candidate in (p / "tokenizer", p / "tokenizer.model"):
         if candidate.exists():
             return resolve_path(candidate)
