@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from jaxcoder.data import shards
 from jaxcoder.fields import ConfigError, check, field
 
 # Marker tokens of the two FIM/metadata layouts (code-llm-papers.md §1).
@@ -208,8 +208,8 @@ def resolve_path(path: str | Path) -> Path:
         return p
     if (p / "tokenizer.json").exists():
         return p
-    if (p / "manifest.json").exists():  # prepared data: the manifest names its build's tokenizer
-        return resolve_path(p / json.loads((p / "manifest.json").read_text())["tokenizer"]["path"])
+    if (p / shards.MANIFEST).exists():  # prepared data: the manifest names its build's tokenizer
+        return resolve_path(shards.tokenizer_path(p, shards.load_manifest(p)))
     for candidate in (p / "tokenizer", p / "tokenizer.model"):
         if candidate.exists():
             return resolve_path(candidate)
