@@ -10,14 +10,20 @@ PROMPT := def fibonacci(n):\n
 
 .PHONY: setup test demo bench lint clean
 
+# The tests and the demo run on CPU (the demo on 2 fake devices). The tpu extra's libtpu, there to
+# compile TPU programs ahead of time, would otherwise probe for a TPU in every process and log
+# that it found none; `make test JAX_PLATFORMS=` lifts this.
+export JAX_PLATFORMS ?= cpu
+
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that the package index here serves; CUDA wheels are never pulled.
-# The seqio extra (TensorFlow) is in so that the seqio adapters are tested too (~1 min of set-up).
+# The seqio extra (TensorFlow) is in so that the seqio adapters are tested too (~1 min of set-up);
+# the tpu extra (libtpu) so that the kernels and the train step are compiled for TPUs here.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio]"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio,tpu]"
 	touch $(STAMP)
 
 # Two pytest workers, a test file each at a time: much of the suite waits on compilation and

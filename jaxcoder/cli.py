@@ -142,9 +142,12 @@ def user_error(e: Exception) -> str | None:
 
 
 def _fake_devices(args: list[str]) -> None:
-    """--dry_run_devices=N must reach XLA before JAX starts, so it is read here, ahead of absl."""
+    """--dry_run_devices=N must reach XLA before JAX starts, so it is read here, ahead of absl;
+    --dry_run_topology compiles for TPU devices it describes and needs no local accelerator."""
     import os
 
+    if any(a.startswith("--dry_run_topology") for a in args):
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     for i, a in enumerate(args):
         value = a.split("=", 1)[1] if a.startswith("--dry_run_devices=") else (
             args[i + 1] if a == "--dry_run_devices" and i + 1 < len(args) else None)

@@ -63,7 +63,8 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                     q_segment_ids: jax.Array | None = None, kv_segment_ids: jax.Array | None = None,
                     sliding_window: int | None = None, scale: float | None = None,
                     block_sizes: BlockSizes | None = None, platform: str | None = None,
-                    interpret: bool | None = None, num_stages: int = 2) -> jax.Array:
+                    interpret: bool | None = None, num_stages: int = 2,
+                    device_kind: str | None = None) -> jax.Array:
     """Causal attention. q: [B, T, H, D]; k, v: [B, S, KV, D] with H % KV == 0 -> [B, T, H, D].
 
     Query i sits at key position S - T + i. Segment ids ([B, T] / [B, S] integers, >= 0) keep
@@ -71,7 +72,9 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     `platform` ('gpu' or 'tpu') selects the lowering and the block-shape rules; by default it
     follows the current backend, and on CPU the GPU kernel runs in the Pallas interpreter
     (`interpret`, default: True exactly on CPU). Block shapes the hardware cannot run are
-    refused with `BlockShapeError`.
+    refused with `BlockShapeError`; `device_kind` names the target hardware's generation
+    (default: this process's first device; the model passes the mesh's, which is a TPU
+    topology's when compiling ahead of time on CPU).
     """
     backend_platform = platform_of_backend()
     interpret = backend_platform == "cpu" if interpret is None else interpret
@@ -108,7 +111,7 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
         check_blocks(blocks, platform, head_dim=padded_dim, itemsize=q.dtype.itemsize,
                      kv_len=kv_seg.shape[1], q_len=q_seg.shape[1], group=heads // kv_heads,
                      num_stages=num_stages,
-                     device_kind=jax.devices()[0].device_kind)
+                     device_kind=device_kind or jax.devices()[0].device_kind)
     q = _pad_axis(_pad_axis(q, 3, padded_dim), 1, blocks.q_multiple)
     k = _pad_axis(_pad_axis(k, 3, padded_dim), 1, blocks.kv_multiple)
     v = _pad_axis(_pad_axis(v, 3, padded_dim), 1, blocks.kv_multiple)

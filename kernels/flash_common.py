@@ -105,18 +105,25 @@ def iota_row(n: int, start) -> jax.Array:
     return start + lax.broadcasted_iota(jnp.int32, (1, n), 1)
 
 
+def _dot(a, b, dims):
+    # 16-bit operands are exact in one MXU pass; a higher `jax_default_matmul_precision` (fp32)
+    # on them is refused by Mosaic on TPU v4 ("Bad lhs type"), so they always ask for the default.
+    precision = lax.Precision.DEFAULT if a.dtype.itemsize == 2 and b.dtype.itemsize == 2 else None
+    return lax.dot_general(a, b, (dims, ((), ())), precision=precision, preferred_element_type=jnp.float32)
+
+
 def dot_nt(a, b):
     """a [m, k] @ b[n, k].T in float32."""
-    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    return _dot(a, b, ((1,), (1,)))
 
 
 def dot_tn(a, b):
     """a[k, m].T @ b [k, n] in float32."""
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    return _dot(a, b, ((0,), (0,)))
 
 
 def dot_nn(a, b):
-    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    return _dot(a, b, ((1,), (0,)))
 
 
 # ---- memory layouts ---------------------------------------------------------------------------

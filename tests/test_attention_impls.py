@@ -1,5 +1,5 @@
 """Choosing the attention implementation: a training step of a tiny model is the same with the
-Pallas kernel as with XLA (one device, and sharded over data/fsdp/tensor and pipeline stages);
+Pallas kernel and with splash attention as with XLA (one device, and sharded over data/fsdp/tensor and pipeline stages);
 `auto` picks per platform and case; cuDNN refuses what it cannot compute, and its argument
 mapping is checked through the same `jax.nn.dot_product_attention` call run by XLA."""
 
@@ -56,15 +56,18 @@ def _step(cfg, params, batch):
     return metrics["loss"], jax.tree.map(jnp.subtract, params, new_params)
 
 
+@pytest.mark.parametrize("impl", ["pallas", "splash"])
 @pytest.mark.parametrize("name,window", [("deepseek-coder-tiny", None), ("starcoder2-tiny", 16),
                                          ("santacoder-tiny", None)])
-def test_training_step_is_the_same_with_pallas_as_with_xla(name, window):
+def test_training_step_is_the_same_with_a_kernel_as_with_xla(name, window, impl):
+    """Our kernel and JAX's splash attention (both interpreted here) against XLA: GQA (DeepSeek),
+    a sliding window (StarCoder2), MQA (SantaCoder), two packed documents per row."""
     cfg = preset(name, dtype="float32", sliding_window=window)
     params = random_params(F.init_params(cfg, 0), seed=1)
     batch = _batch(cfg)
     ref_loss, ref_grads = jax.jit(lambda p: _step(cfg, p, batch))(params)
-    pallas = dataclasses.replace(cfg, attention_impl="pallas")
-    loss, grads = jax.jit(lambda p: _step(pallas, p, batch))(params)
+    kernel = dataclasses.replace(cfg, attention_impl=impl)
+    loss, grads = jax.jit(lambda p: _step(kernel, p, batch))(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     _assert_tree_close(grads, ref_grads)
 
@@ -106,7 +109,8 @@ def test_auto_picks_per_platform_and_case():
     assert resolve_impl("auto", full, packed=False, platform="gpu") == "pallas"    # cuDNN: half only
     assert resolve_impl("auto", jnp.zeros((1, 8, 4, 12), jnp.bfloat16), packed=False,
                         platform="gpu") == "pallas"                                # head_dim % 8
-    assert resolve_impl("auto", half, platform="tpu") == "xla"
+    assert resolve_impl("auto", half, platform="tpu") == "splash"
+    assert resolve_impl("auto", half, platform="tpu", k_len=half.shape[1] + 1) == "xla"  # decoding
     assert resolve_impl("pallas", half, platform="cpu") == "pallas"
 
 

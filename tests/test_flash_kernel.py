@@ -141,14 +141,19 @@ def test_block_shapes_the_hardware_cannot_run_are_refused():
         check_blocks(BlockSizes(block_q=256, block_kv=256), "gpu", head_dim=256, itemsize=4, kv_len=8192)
     with pytest.raises(BlockShapeError, match="head_dim=8"):
         check_blocks(BlockSizes(), "gpu", head_dim=8, itemsize=2, kv_len=8192)
-    with pytest.raises(BlockShapeError, match="BlockSizes.block_q=64: TPU tiles must be multiples of 128"):
-        check_blocks(BlockSizes(block_q=64, block_kv=128, block_q_dkv=128, block_kv_dkv=128,
+    with pytest.raises(BlockShapeError, match="BlockSizes.block_kv=64: TPU KV blocks must be multiples of 128"):
+        check_blocks(BlockSizes(block_q=128, block_kv=64, block_q_dkv=128, block_kv_dkv=128,
                                 block_q_dq=128, block_kv_dq=128), "tpu", head_dim=128, itemsize=2, kv_len=4096)
-    with pytest.raises(BlockShapeError, match="VMEM for K/V"):
-        check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=256, itemsize=4, kv_len=65536)
-    with pytest.raises(BlockShapeError, match="VMEM for the dK/dV kernel's Q/dO"):
-        check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=128, itemsize=2, kv_len=16384,
-                     q_len=16384, group=8)
+    with pytest.raises(BlockShapeError, match="BlockSizes.block_q_dq=12: TPU query blocks must be multiples of 8"):
+        check_blocks(BlockSizes(128, 128, 128, 128, 12, 128), "tpu", head_dim=128, itemsize=2, kv_len=4096)
+    # VMEM by generation (tests/test_tpu_compile.py checks these against the TPU compiler).
+    check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=128, itemsize=2, kv_len=8192, q_len=8192,
+                 group=4, device_kind="TPU v6 lite")
+    with pytest.raises(BlockShapeError, match="dK/dV kernel .* more than the 64 MiB of TPU v5;"):
+        check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=128, itemsize=2, kv_len=8192, q_len=8192,
+                     group=4, device_kind="TPU v5")
+    with pytest.raises(BlockShapeError, match="dQ kernel keeps whole rows of 8192 tokens .* 16 MiB of this TPU"):
+        check_blocks(BlockSizes(*[128] * 6), "tpu", head_dim=256, itemsize=4, kv_len=8192, q_len=128)
     # Compiling for a GPU applies the check; interpret mode accepts any shape (tested above).
     x = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
     with pytest.raises(BlockShapeError, match="block_q=24"):

@@ -13,6 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 MARKER = "<!-- runs here -->"
+# Runbook commands for real slices, at smoke size: the tiny model line on a 4-chip slice of the
+# same generation.
+SMOKE = [(r"configs/(\w+)\.py:[\d.]+b --dry_run_topology=(\w+):\S+", r"configs/\1.py:tiny --dry_run_topology=\2:2x2x1"),
+         (r"batch_size=\d+ --config\.train\.seq_len=\d+", "batch_size=4 --config.train.seq_len=256")]
 
 
 def readme_blocks() -> list[list[str]]:
@@ -51,9 +55,13 @@ def test_readme_command_blocks_run(tmp_path):
         for command in block:
             command = command.replace("configs/demo.py", "configs/demo.py:smoke=1")
             command = re.sub(r"(configs/continue\.py:\S+)", r"\1,smoke=1", command)
+            for pattern, smoke in SMOKE:
+                command = re.sub(pattern, smoke, command)
             proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                                   text=True, timeout=600)
             assert proc.returncode == 0, f"README command failed: {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # noqa: E501
+            if "--dry_run_topology" in command:
+                assert "TPU v5 (TPU compiler: exact)" in proc.stdout, proc.stdout
     demo = tmp_path / "runs" / "demo"
     check = json.loads((demo / "hf.check.json").read_text())
     assert check["architecture"] == "LlamaForCausalLM" and check["completion_matches_jaxcoder"]

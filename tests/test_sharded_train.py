@@ -237,7 +237,8 @@ def test_dry_run_fits_published_context_on_64_device_fsdp(config):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "64 {'data': 1, 'stage': 1, 'fsdp': 64, 'tensor': 1}" in out
-    peak = float(out.split("peak estimate / device")[1].split("GiB")[0])
+    peak = float(out.split("peak / device")[1].split("GiB")[0])
     state = float(out.split("params + optimizer / device")[1].split("GiB")[0])
-    assert peak < 80 and "fits in 80 GiB per device:      yes" in out
+    assert peak < 80 and "fits in 80 GiB per device      yes" in out
+    assert "XLA CPU compiler: temporaries are an estimate" in out
     assert 1.0 < state < 1.4  # ~7B params x 12 bytes / 64 devices

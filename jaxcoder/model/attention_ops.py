@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jaxcoder_kernels.splash import splash_problem
 
-from jaxcoder.parallel.rules import active_mesh, active_spec
+from jaxcoder.parallel.rules import active_mesh, active_spec, target_device, target_platform
 
 AttentionFn = Callable[..., jax.Array]
 _REGISTRY: dict[str, AttentionFn] = {}
@@ -113,11 +114,23 @@ def _sharded(fn: AttentionFn) -> AttentionFn:
 
 
 def pallas_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=None, scale=None):
-    """Our Pallas flash-attention kernel (`kernels/`); on CPU it runs in the interpreter."""
+    """Our Pallas flash-attention kernel (`kernels/`) for the target platform (a TPU topology's
+    when compiling ahead of time); on CPU it runs in the interpreter."""
     from jaxcoder_kernels.flash_attention import flash_attention  # kernels import this module's registry
 
+    platform = target_platform()
+    target = {"platform": platform, "interpret": False} if platform in ("gpu", "tpu") else {}
     return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                           sliding_window=sliding_window, scale=scale)
+                           sliding_window=sliding_window, scale=scale,
+                           device_kind=target_device().device_kind, **target)
+
+
+def splash_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=None, scale=None):
+    """JAX's TPU splash-attention kernel (`kernels/splash.py`); interpreted off TPU."""
+    from jaxcoder_kernels.splash import splash_attention as splash
+
+    return splash(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                  sliding_window=sliding_window, scale=scale, interpret=target_platform() != "tpu")
 
 
 CUDNN_DTYPES = ("bfloat16", "float16")
@@ -158,25 +171,30 @@ def cudnn_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, sliding
 
 
 register_attention("pallas", _sharded(pallas_attention))
+register_attention("splash", _sharded(splash_attention))
 register_attention("cudnn", _sharded(cudnn_attention))
 
 
 def resolve_impl(impl: str, q: jax.Array | None = None, *, packed: bool = True,
-                 platform: str | None = None) -> str:
+                 platform: str | None = None, k_len: int | None = None) -> str:
     """Maps `auto` to a concrete implementation for the platform and the case.
 
-    CPU: XLA (the kernels only run interpreted there). GPU: cuDNN when the batch is not packed
-    and cuDNN takes the dtype/head size, else our Pallas kernel (segment ids and windows without
-    a dense mask). TPU: XLA until our Mosaic lowering has been validated on a TPU
-    (`attention_impl=pallas` opts in).
+    The platform is the target's (`rules.target_platform`: a TPU topology's when compiling ahead
+    of time). CPU: XLA (the kernels only run interpreted there). GPU: cuDNN when the batch is not
+    packed and cuDNN takes the dtype/head size, else our Pallas kernel (segment ids and windows
+    without a dense mask). TPU: splash attention, JAX's production TPU kernel, for whole
+    sequences (XLA when decoding); ours keeps whole rows in VMEM, which bounds its length per
+    TPU generation (README, attention table).
     """
     if impl != "auto":
         return impl
-    platform = platform or jax.default_backend()
+    platform = platform or target_platform()
     if platform in ("gpu", "cuda", "rocm"):
         if not packed and q is not None and cudnn_problem(q, "gpu") is None:
             return "cudnn"
         return "pallas"
+    if platform == "tpu" and (q is None or k_len is None or splash_problem(q.shape[1], k_len) is None):
+        return "splash"
     return "xla"
 
 
@@ -184,7 +202,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array
            kv_segment_ids: jax.Array | None, sliding_window: int | None, impl: str = "auto",
            scale: float | None = None) -> jax.Array:
     """Dispatches to the selected attention implementation (segment ids None: one document)."""
-    name = resolve_impl(impl, q, packed=q_segment_ids is not None)
+    name = resolve_impl(impl, q, packed=q_segment_ids is not None, k_len=k.shape[1])
     fn = _REGISTRY.get(name)
     if fn is None:
         raise ValueError(

@@ -21,7 +21,7 @@ MLPS = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned")
 ROPE_SCALINGS = ("none", "linear", "llama3", "yarn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-ATTENTION_IMPLS = ("auto", "xla", "pallas", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "pallas", "splash", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 
 

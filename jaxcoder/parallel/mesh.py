@@ -11,6 +11,7 @@ from jax.sharding import AxisType, Mesh
 
 from jaxcoder.fields import ConfigError, check, field
 from jaxcoder.parallel.rules import DEFAULT_RULES
+from jaxcoder.parallel.topology import slice_count
 
 MESH_AXES = ("data", "stage", "fsdp", "tensor")
 
@@ -69,11 +70,26 @@ def resolve_axis_sizes(sizes: Mapping[str, int], n_devices: int) -> dict[str, in
 
 
 def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh over all (or the given) devices with axes in MESH_AXES order, in auto-sharding mode."""
+    """A mesh over all (or the given) devices with axes in MESH_AXES order, in auto-sharding mode.
+
+    Devices of several TPU slices (`slice_index`) get a hybrid mesh: the `data` axis spans the
+    slices (only its gradient all-reduce crosses the slower data-centre network), every other axis
+    stays within a slice's ICI."""
     devices = list(devices if devices is not None else jax.devices())
     resolved = resolve_axis_sizes(sizes, len(devices))
     shape = tuple(resolved[a] for a in MESH_AXES)
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+    types = (AxisType.Auto,) * len(MESH_AXES)
+    slices = slice_count(devices)
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices)
+    if resolved["data"] % slices:
+        raise MeshError(f"mesh.data ({resolved['data']}) must be a multiple of the {slices} slices: data "
+                        "parallelism is what crosses slices")
+    from jax.experimental import mesh_utils
+
+    dcn = tuple(slices if a == "data" else 1 for a in MESH_AXES)
+    ici = tuple(n // d for n, d in zip(shape, dcn, strict=True))
+    return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), MESH_AXES, axis_types=types)
 
 
 def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq_len: int) -> None:

@@ -113,6 +113,19 @@ def active_mesh() -> Mesh | None:
     return active[0] if active else None
 
 
+def target_device() -> jax.Device:
+    """The device kind code is being traced for: the active mesh's (a TPU topology's devices when
+    compiling ahead of time on CPU), else this process's first device."""
+    mesh = active_mesh()
+    return mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+
+
+def target_platform() -> str:
+    """'cpu', 'gpu' or 'tpu' for `target_device()` (CUDA and ROCm both count as 'gpu')."""
+    platform = target_device().platform
+    return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+
+
 def active_spec(axes: LogicalAxes) -> PartitionSpec:
     """The PartitionSpec the active rules give these logical axes (all replicated outside
     `sharding_rules`)."""

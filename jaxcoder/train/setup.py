@@ -42,15 +42,16 @@ class Setup:
             yield
 
 
-def setup(run: RunConfig) -> Setup:
+def setup(run: RunConfig, devices: list[jax.Device] | None = None) -> Setup:
     """Mesh, model/optimizer configs and shardings (no allocation); sizes that cannot work are
-    refused, naming the fields."""
+    refused, naming the fields. `devices` (default: this process's) may be a TPU topology's."""
     mcfg, t = run.model, run.train
     if t.seq_len > mcfg.max_seq_len:
         raise ValueError(f"train.seq_len ({t.seq_len}) exceeds model.max_seq_len ({mcfg.max_seq_len})")
     if t.batch_size % t.grad_accum:
         raise ValueError(f"train.batch_size ({t.batch_size}) is not divisible by train.grad_accum ({t.grad_accum})")
-    devices = jax.devices()[: run.mesh.num_devices] if run.mesh.num_devices else jax.devices()
+    devices = devices or jax.devices()
+    devices = devices[: run.mesh.num_devices] if run.mesh.num_devices else devices
     sizes = resolve_axis_sizes(run.mesh.sizes(), len(devices))
     per_step = t.batch_size // t.grad_accum
     check_model_fits(mcfg, sizes, per_step, t.seq_len)

@@ -1,0 +1,121 @@
+"""Per-device memory of the published presets at their 16K context, from the TPU compiler (libtpu,
+ahead of time on this CPU host) next to the XLA CPU compiler's estimate for the same run on as
+many fake CPU devices; and the largest batch per device that fits the generation's HBM.
+
+    python bench/tpu_memory.py [--only starcoder2.py:3b] [--out ../runs/bench/tpu_memory.jsonl]
+
+Each row: FSDP over the whole slice, batch = chips x batch-per-device, full remat, the default
+(auto) attention, which is splash attention for the TPU and XLA's chunked attention on CPU. The
+largest batch per device is the prediction of a line through the TPU compiler's peaks at 1 and 2
+rows per device, confirmed by compiling it (and one more row, which must not fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+MAX_CHIPS = 256
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={MAX_CHIPS}"
+
+from jaxcoder.config import resolve  # noqa: E402
+from jaxcoder.parallel.topology import tpu_devices  # noqa: E402
+from jaxcoder.train.dry_run import GiB, dry_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQ_LEN = 16384
+# (config, TPU slice, chips): StarCoder2-3B on the v5p-128 of the README runbook; the rest on the
+# smallest common slice of that generation whose HBM holds the model with FSDP.
+ROWS = [("starcoder2.py:3b", "v5p:4x4x4", 64), ("starcoder2.py:7b", "v5p:4x4x4", 64),
+        ("starcoder2.py:15b", "v5p:4x4x8", 128), ("deepseek_coder.py:1.3b", "v5e:8x8", 64),
+        ("deepseek_coder.py:6.7b", "v5p:4x4x4", 64), ("deepseek_coder.py:33b", "v5p:4x8x8", 256)]
+
+
+def run_config(config: str, chips: int, per_device: int, cpu: bool):
+    path, arg = config.split(":")
+    spec = importlib.util.spec_from_file_location(path[:-3], ROOT / "configs" / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(arg)
+    cfg.mesh.update(data=1, fsdp=-1, num_devices=chips if cpu else 0)
+    cfg.train.update(batch_size=chips * per_device, seq_len=SEQ_LEN)
+    return resolve(cfg)
+
+
+def tpu_peak(config, topology, chips, per_device, devices):
+    report = dry_run(run_config(config, chips, per_device, cpu=False), devices)
+    print(f"  {config} {topology} x{per_device}/device: peak {report.peak_bytes / GiB:.2f} GiB "
+          f"({report.compile_seconds:.0f} s)", flush=True)
+    return report
+
+
+def measure(config: str, topology: str, chips: int) -> dict:
+    devices = tpu_devices(topology)
+    assert len(devices) == chips, (topology, len(devices))
+    one = tpu_peak(config, topology, chips, 1, devices)
+    cpu = dry_run(run_config(config, chips, 1, cpu=True))
+    print(f"  {config} CPU x{chips}: peak {cpu.peak_bytes / GiB:.2f} GiB ({cpu.compile_seconds:.0f} s)", flush=True)
+    two = tpu_peak(config, topology, chips, 2, devices)
+    most, confirmed = (2, True) if two.fits else ((1, True) if one.fits else (0, True))
+    if two.fits:
+        slope = max(two.peak_bytes - one.peak_bytes, 1)
+        most = max(2, 1 + int((one.budget_bytes - one.peak_bytes) // slope))
+        if most > 2:
+            at = tpu_peak(config, topology, chips, most, devices)
+            over = tpu_peak(config, topology, chips, most + 1, devices)
+            confirmed = at.fits and not over.fits
+    return {"config": config, "topology": topology, "chips": chips, "device_kind": one.device_kind,
+            "hbm_gib": one.budget_bytes / GiB, "seq_len": SEQ_LEN, "params": one.params,
+            "tpu": {"arguments": one.argument_bytes, "temporaries": one.temp_bytes, "code": one.code_bytes,
+                    "peak": one.peak_bytes, "compile_s": one.compile_seconds},
+            "cpu": {"arguments": cpu.argument_bytes, "temporaries": cpu.temp_bytes, "peak": cpu.peak_bytes,
+                    "compile_s": cpu.compile_seconds},
+            "cpu_over_tpu_peak": cpu.peak_bytes / one.peak_bytes,
+            "max_batch_per_device": most, "max_batch_confirmed": confirmed, "fits_at_1": one.fits}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| preset (16K context) | TPU slice | TPU: args / temps / peak per device (GiB) | CPU estimate: "
+             "args / temps / peak (GiB) | CPU / TPU peak | largest batch / device |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        t, c = r["tpu"], r["cpu"]
+        most = r["max_batch_per_device"] or "0 (does not fit)"
+        mark = "" if r["max_batch_confirmed"] else " (line's prediction; the compiler disagreed)"
+        lines.append(f"| {r['config']} | {r['topology']} ({r['chips']} x {r['device_kind']}, {r['hbm_gib']:.0f} GiB) "
+                     f"| {t['arguments'] / GiB:.2f} / {t['temporaries'] / GiB:.2f} / {t['peak'] / GiB:.2f} "
+                     f"| {c['arguments'] / GiB:.2f} / {c['temporaries'] / GiB:.2f} / {c['peak'] / GiB:.2f} "
+                     f"| {r['cpu_over_tpu_peak']:.2f} | {most}{mark} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="", help="one config, e.g. starcoder2.py:3b")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "tpu_memory.jsonl"))
+    args = parser.parse_args()
+    import jax
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(line)["config"]: json.loads(line) for line in out.open()} if out.exists() else {}
+    start = time.time()
+    for config, topology, chips in ROWS:
+        if args.only and config != args.only or config in done:
+            continue
+        done[config] = measure(config, topology, chips)
+        with out.open("a") as f:
+            f.write(json.dumps(done[config]) + "\n")
+    print(f"\n# TPU-compiler memory vs the CPU estimate: jax {jax.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}, {time.time() - start:.0f} s\n", file=sys.stderr)
+    print(table([done[c] for c, _, _ in ROWS if c in done]))
+
+
+if __name__ == "__main__":
+    main()
