@@ -6,8 +6,9 @@ many fake CPU devices; and the largest batch per device that fits the generation
 
 Each row: FSDP over the whole slice, batch = chips x batch-per-device, full remat, the default
 (auto) attention, which is splash attention for the TPU and XLA's chunked attention on CPU. The
-largest batch per device is the prediction of a line through the TPU compiler's peaks at 1 and 2
-rows per device, confirmed by compiling it (and one more row, which must not fit).
+largest batch per device is found by compiling: a line through the peaks at 1 and 2 rows per
+device predicts it, then compiles at and around the prediction (bisecting when it overshoots)
+decide; the first size that does not fit is compiled too.
 """
 
 from __future__ import annotations
@@ -61,15 +62,32 @@ def measure(config: str, topology: str, chips: int) -> dict:
     one = tpu_peak(config, topology, chips, 1, devices)
     cpu = dry_run(run_config(config, chips, 1, cpu=True))
     print(f"  {config} CPU x{chips}: peak {cpu.peak_bytes / GiB:.2f} GiB ({cpu.compile_seconds:.0f} s)", flush=True)
-    two = tpu_peak(config, topology, chips, 2, devices)
-    most, confirmed = (2, True) if two.fits else ((1, True) if one.fits else (0, True))
-    if two.fits:
-        slope = max(two.peak_bytes - one.peak_bytes, 1)
+    peaks = {1: one, 2: tpu_peak(config, topology, chips, 2, devices)}
+
+    def fits(n: int) -> bool:
+        if n not in peaks:
+            peaks[n] = tpu_peak(config, topology, chips, n, devices)
+        return peaks[n].fits
+
+    most = 0
+    if fits(1):
+        most = 1
+    if fits(2):
+        # Peak memory is close to linear in the batch, not exactly (the compiler's choices change
+        # with it): start from the line's prediction, then let compiles decide.
+        slope = max(peaks[2].peak_bytes - one.peak_bytes, 1)
         most = max(2, 1 + int((one.budget_bytes - one.peak_bytes) // slope))
-        if most > 2:
-            at = tpu_peak(config, topology, chips, most, devices)
-            over = tpu_peak(config, topology, chips, most + 1, devices)
-            confirmed = at.fits and not over.fits
+        if fits(most):
+            while fits(most + 1):
+                most += 1
+        else:
+            lo, hi = 2, most
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            most = lo
+    if most:
+        fits(most + 1)  # the first size that does not fit, compiled too
     return {"config": config, "topology": topology, "chips": chips, "device_kind": one.device_kind,
             "hbm_gib": one.budget_bytes / GiB, "seq_len": SEQ_LEN, "params": one.params,
             "tpu": {"arguments": one.argument_bytes, "temporaries": one.temp_bytes, "code": one.code_bytes,
@@ -77,7 +95,8 @@ def measure(config: str, topology: str, chips: int) -> dict:
             "cpu": {"arguments": cpu.argument_bytes, "temporaries": cpu.temp_bytes, "peak": cpu.peak_bytes,
                     "compile_s": cpu.compile_seconds},
             "cpu_over_tpu_peak": cpu.peak_bytes / one.peak_bytes,
-            "max_batch_per_device": most, "max_batch_confirmed": confirmed, "fits_at_1": one.fits}
+            "max_batch_per_device": most,
+            "peaks_by_batch_per_device": {n: r.peak_bytes for n, r in sorted(peaks.items())}}
 
 
 def table(rows: list[dict]) -> str:
@@ -87,17 +106,16 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         t, c = r["tpu"], r["cpu"]
         most = r["max_batch_per_device"] or "0 (does not fit)"
-        mark = "" if r["max_batch_confirmed"] else " (line's prediction; the compiler disagreed)"
         lines.append(f"| {r['config']} | {r['topology']} ({r['chips']} x {r['device_kind']}, {r['hbm_gib']:.0f} GiB) "
                      f"| {t['arguments'] / GiB:.2f} / {t['temporaries'] / GiB:.2f} / {t['peak'] / GiB:.2f} "
                      f"| {c['arguments'] / GiB:.2f} / {c['temporaries'] / GiB:.2f} / {c['peak'] / GiB:.2f} "
-                     f"| {r['cpu_over_tpu_peak']:.2f} | {most}{mark} |")
+                     f"| {r['cpu_over_tpu_peak']:.2f} | {most} |")
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="", help="one config, e.g. starcoder2.py:3b")
+    parser.add_argument("--only", default="", help="configs to run, e.g. starcoder2.py:3b,starcoder2.py:7b")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "tpu_memory.jsonl"))
     args = parser.parse_args()
     import jax
@@ -107,7 +125,7 @@ def main():
     done = {json.loads(line)["config"]: json.loads(line) for line in out.open()} if out.exists() else {}
     start = time.time()
     for config, topology, chips in ROWS:
-        if args.only and config != args.only or config in done:
+        if args.only and config not in args.only.split(",") or config in done:
             continue
         done[config] = measure(config, topology, chips)
         with out.open("a") as f:

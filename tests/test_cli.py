@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -111,34 +110,6 @@ def test_missing_required_flag_is_explained(tmp_path):
 
 
 @pytest.mark.slow
-def test_skeleton_pipeline(hf, tmp_path):
-    import sysconfig
-
-    work = tmp_path / "demo"
-    stdlib = sysconfig.get_paths()["stdlib"]
-    common = ["--config=configs/demo.py:deepseek,steps=20", f"--config.workdir={work}",
-              f"--config.data.prepared_dir={work}/data", "--config.tokenizer.vocab_size=1024",
-              "--config.model.vocab_size=1024", "--config.data.sources.repo_roots=()", "--config.data.mixture=()",
-              f"--config.data.sources.repo_dirs=('{stdlib}/json', '{stdlib}/email')",
-              "--config.train.log_every=5", "--config.train.checkpoint_every=10"]
-    out = jaxcoder("data", "prepare", *common).stdout
-    assert "manifest:" in out and (work / "data" / "manifest.json").exists()
-    out = jaxcoder("train", *common).stdout
-    assert "done: step 20" in out
-    assert len((work / "metrics.jsonl").read_text().splitlines()) == 4
-    out = jaxcoder("export", *common, f"--checkpoint={work}/checkpoints", f"--out={work}/hf",
-                   "--verify_prompt=def add(a, b):", "--max_new_tokens=8").stdout
-    assert "LlamaForCausalLM" in out and "transformers completion" in out
-    diff = float(out.split("max |logit difference| vs jaxcoder = ")[1].split()[0])
-    assert diff < 1e-4
-    config = json.loads((work / "hf" / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"] and config["eos_token_id"] == 3
-    jaxcoder("import", f"--hf_dir={work}/hf", f"--out={work}/imported")
-    a = jaxcoder("generate", f"--checkpoint={work}/checkpoints", "--prompt=import os", "--max_new_tokens=8").stdout
-    b = jaxcoder("generate", f"--checkpoint={work}/imported", "--prompt=import os", "--max_new_tokens=8").stdout
-    assert a.startswith("import os") and a == b
-
-
 def test_prompt_flags_decode_backslash_escapes_only():
     from jaxcoder.commands.common import unescape
 

@@ -34,7 +34,8 @@ def readme_blocks() -> list[list[str]]:
 
 def test_readme_command_blocks_run(tmp_path):
     """The published model of the continued-pretraining runbook is a stand-in made here
-    (tests/test_published.py), and REPOS two standard-library packages."""
+    (tests/test_published.py), and REPOS two standard-library packages. The first block is the
+    whole skeleton: prepare -> train -> export (checked by transformers) -> import -> generate."""
     import shutil
     import sysconfig
 
@@ -65,6 +66,12 @@ def test_readme_command_blocks_run(tmp_path):
     demo = tmp_path / "runs" / "demo"
     check = json.loads((demo / "hf.check.json").read_text())
     assert check["architecture"] == "LlamaForCausalLM" and check["completion_matches_jaxcoder"]
+    assert check["max_logit_diff"] < 1e-4
+    # The imported HF export generates exactly what the checkpoint it came from generates.
+    greedy = [subprocess.run(["jaxcoder", "generate", f"--checkpoint={ckpt}", "--prompt=import os",
+                              "--max_new_tokens=8"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600, check=True).stdout for ckpt in ("runs/demo/checkpoints", "runs/imported")]
+    assert greedy[0].startswith("import os") and greedy[0] == greedy[1]
     ds13 = tmp_path / "runs" / "ds13"
     assert (ds13 / "continued" / "checkpoints" / "tokenizer" / "tokenizer.json").exists()
     assert (ds13 / "continued" / "eval" / "step_12" / "results.json").exists()
