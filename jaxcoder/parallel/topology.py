@@ -33,12 +33,19 @@ class TopologyError(ValueError):
     """A topology name or slice count that cannot be compiled for."""
 
 
-def hbm_bytes(device_kind: str) -> int:
-    """HBM of one device of this kind (a chip: megacore chips count as one device)."""
+def hbm_bytes(device: jax.Device) -> int | None:
+    """HBM of one TPU device (a chip: megacore chips count as one device): what a real device
+    reports, else the generation's nominal size; None for a kind we have no figure for."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # a topology's devices (AOT) have none: "only supported for addressable devices"
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
     for gen in sorted(TPU_GENERATIONS.values(), key=lambda g: -len(g["kind"])):
-        if device_kind.lower().startswith(gen["kind"].lower()):
+        if device.device_kind.lower().startswith(gen["kind"].lower()):
             return gen["hbm"]
-    raise TopologyError(f"no HBM size on record for device kind {device_kind!r}")
+    return None
 
 
 @contextlib.contextmanager

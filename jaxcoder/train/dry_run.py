@@ -89,9 +89,11 @@ def dry_run(run: RunConfig, devices: list[jax.Device] | None = None) -> DryRunRe
         attention = resolve_impl(mcfg.attention_impl)  # for the mesh's devices
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
-    kind = mesh.devices.flat[0].device_kind
-    tpu = mesh.devices.flat[0].platform == "tpu"
-    target = {"budget_bytes": hbm_bytes(kind), "code_bytes": int(mem.generated_code_size_in_bytes)} if tpu else {}
+    device = mesh.devices.flat[0]
+    kind, tpu = device.device_kind, device.platform == "tpu"
+    target = {"code_bytes": int(mem.generated_code_size_in_bytes)} if tpu else {}
+    if tpu and hbm_bytes(device):
+        target["budget_bytes"] = hbm_bytes(device)
     return DryRunReport(
         **target, device_kind=kind, exact=tpu, attention=attention,
         devices=mesh.size, mesh=dict(mesh.shape), params=mcfg.param_count(),
