@@ -92,8 +92,9 @@ def dry_run(run: RunConfig, devices: list[jax.Device] | None = None) -> DryRunRe
     device = mesh.devices.flat[0]
     kind, tpu = device.device_kind, device.platform == "tpu"
     target = {"code_bytes": int(mem.generated_code_size_in_bytes)} if tpu else {}
-    if tpu and hbm_bytes(device):
-        target["budget_bytes"] = hbm_bytes(device)
+    hbm = hbm_bytes(device) if tpu else None
+    if hbm:
+        target["budget_bytes"] = hbm
     return DryRunReport(
         **target, device_kind=kind, exact=tpu, attention=attention,
         devices=mesh.size, mesh=dict(mesh.shape), params=mcfg.param_count(),
