@@ -14,12 +14,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jaxcoder_kernels.flash_attention import PAD_SEGMENT
 
 # Sequence tiles: 512 amortises the per-grid-step overhead on every generation we compile for;
 # short sequences use one tile of their own (padded to the 128-lane width).
 MAX_BLOCK = 512
 LANES = 128
-PAD_SEGMENT = -1
 
 
 def splash_problem(q_len: int, kv_len: int) -> str | None:

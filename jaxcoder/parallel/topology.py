@@ -25,7 +25,7 @@ TPU_GENERATIONS = {
     "v5p": {"kind": "TPU v5", "hbm": 95 * GiB, "megacore": True},
     "v6e": {"kind": "TPU v6 lite", "hbm": 32 * GiB, "megacore": False},
 }
-_NAME = re.compile(r"^(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})$")
+_NAME = re.compile(rf"^({'|'.join(TPU_GENERATIONS)}):(\d+(?:x\d+){{1,2}})$")
 INSTALL = 'pip install "jaxcoder[tpu]" (jax[tpu] at the installed jax version brings libtpu)'
 
 
