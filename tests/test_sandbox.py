@@ -163,6 +163,19 @@ def test_hostile_programs_are_contained_and_honest_ones_beside_them_pass(level, 
     assert not _processes_with(MARK)
 
 
+@pytest.mark.parametrize("level", ALL_LEVELS)
+def test_a_sample_cannot_start_more_processes_than_its_limit(level):
+    # As real root, a user namespace alone is exempt from RLIMIT_NPROC (the kernel checks the real
+    # user): a fork bomb there filled the host's PID table and starved its neighbours.
+    program = ("import os, time\nn = 0\ntry:\n    while n < 2000:\n        if os.fork() == 0:\n"
+               "            time.sleep(2)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\n"
+               "print('forked', n)\n")
+    r = run_program(program, CFG, level=level)
+    assert r.passed, r
+    forked = int(r.output.split()[-1])
+    assert 0 < forked < CFG.max_processes, (level, forked)
+
+
 @pytest.mark.skipif(not CONTAINED, reason=f"namespaces are unavailable here (isolation: {LEVEL})")
 def test_the_evaluators_memory_stays_bounded_under_output_floods():
     """A fresh interpreter runs four flooding samples (GBs of output in their 3 s) and reports its

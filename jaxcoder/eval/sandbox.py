@@ -73,7 +73,8 @@ _run()
 
 @dataclasses.dataclass(frozen=True)
 class SandboxConfig:
-    timeout_s: float = 3.0  # wall clock per sample, all its commands together
+    timeout_s: float = 3.0  # wall clock per sample from its first command, all its commands together
+    setup_s: float = 30.0  # most wall clock to build a sample's sandbox (a loaded host is slow at it)
     cpu_s: int = 5  # per process
     memory_bytes: int = 1 << 30  # address space per process
     file_bytes: int = 16 << 20  # largest file a sample may write
@@ -196,18 +197,22 @@ def _run_job(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int) ->
         return Result(False, "error", time.perf_counter() - start, f"sandbox error: {type(e).__name__}: {e}")
 
 
-def _spec(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int, result_fd: int, token: str | None):
+def _spec(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int, fds: tuple[int, int],
+          token: str | None):
     root = os.geteuid() == 0
     uid = cfg.uid_base + slot if root else os.getuid()
     limits = {"RLIMIT_CPU": cfg.cpu_s, "RLIMIT_AS": cfg.memory_bytes, "RLIMIT_FSIZE": cfg.file_bytes,
               "RLIMIT_NPROC": cfg.max_processes, "RLIMIT_CORE": 0}
     spec = {"mode": {"full": "root", "userns": "userns"}.get(level, "limits"), "stage": stage,
             "ro_binds": _binds(cfg), "files": dict(job.files), "commands": [list(c) for c in job.commands],
-            "token": token, "result_fd": result_fd, "limits": limits, "tmp_bytes": cfg.tmp_bytes,
+            "token": token, "result_fd": fds[0], "ready_fd": fds[1], "limits": limits, "tmp_bytes": cfg.tmp_bytes,
             "disk_bytes": cfg.disk_bytes, "uid": uid if level != "userns" else 0,
-            "alarm_s": int(cfg.timeout_s) + 5,
+            "outer_uid": uid if root and level == "userns" else None,
+            "alarm_s": int(cfg.timeout_s) + 5, "setup_alarm_s": int(cfg.setup_s + cfg.timeout_s) + 5,
             "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/sandbox", "TMPDIR": "/tmp",
                     "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}}
+    if root and level != "limits-only":  # the sample's own uid mounts its root on the stage
+        os.chmod(stage, 0o711)
     if level == "limits-only":
         spec["workdir"] = tempfile.mkdtemp(prefix="sample-", dir=stage)
         if root:
@@ -219,25 +224,27 @@ def _spec(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int, resul
 
 def _execute(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int, start: float) -> Result:
     token = secrets.token_hex(16) if job.checked else None
-    result_r, result_w = os.pipe()
-    spec = _spec(job, cfg, level, stage, slot, result_w, token)
+    (result_r, result_w), (ready_r, ready_w) = os.pipe(), os.pipe()
+    spec = _spec(job, cfg, level, stage, slot, (result_w, ready_w), token)
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", INIT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, pass_fds=(result_w,), start_new_session=True,
+                                stderr=subprocess.STDOUT, pass_fds=(result_w, ready_w), start_new_session=True,
                                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/")
     finally:
         os.close(result_w)
+        os.close(ready_w)
     try:
         proc.stdin.write(json.dumps(spec).encode())
         proc.stdin.close()
-        out, reported, timed_out = _collect(proc, result_r, start + cfg.timeout_s, cfg.max_output_bytes)
+        out, reported, timed_out, started = _collect(proc, result_r, ready_r, cfg)
     finally:
         _kill_group(proc)
         os.close(result_r)
+        os.close(ready_r)
         if "workdir" in spec:
             shutil.rmtree(spec["workdir"], ignore_errors=True)
     text = out[-2000:].decode("utf-8", "replace") if isinstance(out, bytes) else out
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - (started or start)
     if token is not None and token.encode() in reported.split():  # a forked copy may report it too
         return Result(True, "passed", seconds, text)
     if timed_out:
@@ -248,20 +255,30 @@ def _execute(job: Job, cfg: SandboxConfig, level: str, stage: str, slot: int, st
     return Result(passed, "passed" if passed else "failed", seconds, text)
 
 
-def _collect(proc: subprocess.Popen, result_r: int, deadline: float, cap: int) -> tuple[bytes, bytes, bool]:
-    """Reads stdout (keeping its last `cap` bytes) and the result pipe until both close and the
-    process ends, or the deadline passes. Returns (output, reported, timed out)."""
-    out, reported = bytearray(), bytearray()
+def _collect(proc: subprocess.Popen, result_r: int, ready_r: int,
+             cfg: SandboxConfig) -> tuple[bytes, bytes, bool, float | None]:
+    """Reads stdout (keeping its last `cfg.max_output_bytes`) and the result pipe until both close
+    and the process ends, or the deadline passes: `cfg.timeout_s` after the sandbox says the first
+    command starts (`cfg.setup_s` more before that). Returns (output, reported, timed out, the time
+    the first command started or None)."""
+    out, reported, cap, started = bytearray(), bytearray(), cfg.max_output_bytes, None
+    deadline = time.perf_counter() + cfg.setup_s + cfg.timeout_s
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "out")
         sel.register(result_r, selectors.EVENT_READ, "result")
+        sel.register(ready_r, selectors.EVENT_READ, "ready")
         while sel.get_map():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                return bytes(out[-cap:]), bytes(reported), True
+                return bytes(out[-cap:]), bytes(reported), True, started
             for key, _ in sel.select(remaining):
                 chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
+                if key.data == "ready":  # written once by the sandbox, closed before the sample runs
+                    sel.unregister(key.fd)
+                    if chunk:
+                        started = time.perf_counter()
+                        deadline = started + cfg.timeout_s
+                elif not chunk:
                     sel.unregister(key.fd)
                 elif key.data == "out":
                     out += chunk
@@ -272,8 +289,8 @@ def _collect(proc: subprocess.Popen, result_r: int, deadline: float, cap: int) -
     try:
         proc.wait(timeout=max(0.0, deadline - time.perf_counter()))
     except subprocess.TimeoutExpired:
-        return bytes(out[-cap:]), bytes(reported), True
-    return bytes(out[-cap:]), bytes(reported), False
+        return bytes(out[-cap:]), bytes(reported), True, started
+    return bytes(out[-cap:]), bytes(reported), False, started
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

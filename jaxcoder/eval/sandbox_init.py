@@ -2,7 +2,8 @@
 by the evaluator).
 
 It reads a JSON spec on stdin, enters new mount, PID, network, IPC and UTS namespaces (through a
-user namespace when not root), and forks the sample's PID 1, which:
+user namespace when not root; as root asked for a user namespace, it first becomes the slot's own
+uid so that the process limit binds), and forks the sample's PID 1, which:
 
 1. builds a private root: a small tmpfs holding read-only bind mounts of the system directories
    (`ro_binds`), a minimal /dev, a fresh /proc of the new PID namespace, and size-limited tmpfs
@@ -11,7 +12,8 @@ user namespace when not root), and forks the sample's PID 1, which:
    files of the evaluator or of other samples;
 2. runs the spec's commands one after another as a child that drops to an unprivileged uid (as
    root: a uid per concurrent sample) or to no capabilities (user namespace), with rlimits and
-   `no_new_privs`, stopping at the first that fails;
+   `no_new_privs`, stopping at the first that fails; the sample's wall clock starts with its first
+   command (PID 1 writes to `ready_fd`), so a slow sandbox build is never counted against it;
 3. exits with the last command's status. When PID 1 exits, the kernel kills every process left in
    the namespace, detached or not; PID 1 dies with its parent (PR_SET_PDEATHSIG) and by its own
    alarm, so no process outlives the sample.
@@ -180,7 +182,7 @@ def sample_init(spec):
     prctl(PR_SET_DUMPABLE, 0)  # the sample may not read this process's memory (the token)
     # The kernel ignores default-action signals sent to a namespace's init: handle the alarm.
     signal.signal(signal.SIGALRM, lambda *_: os._exit(124))
-    signal.alarm(spec["alarm_s"])
+    signal.alarm(spec["setup_alarm_s"])
     try:
         build_root(spec)
     except OSError as e:
@@ -191,6 +193,10 @@ def sample_init(spec):
 
 def run_commands(spec) -> int:
     """The commands in order, stopping at the first failure; the last one gets the token."""
+    # The sample's clock starts now: building its sandbox is the evaluator's cost, not the sample's.
+    signal.alarm(spec["alarm_s"])
+    os.write(spec["ready_fd"], b"r")
+    os.close(spec["ready_fd"])
     code = 0
     commands = spec["commands"]
     for i, argv in enumerate(commands):
@@ -206,6 +212,13 @@ def main():
     if spec["mode"] == "limits":  # no namespaces here: the host directory the evaluator made
         write_files(spec, spec["workdir"])
         os._exit(run_commands(spec))
+    if spec["mode"] == "userns" and spec["outer_uid"] is not None:
+        # Real root in a user namespace would still be exempt from RLIMIT_NPROC (the kernel checks
+        # the real user), so a fork bomb could fill the host's PID table: become the slot's uid first.
+        os.setgroups([])
+        os.setresgid(spec["outer_uid"], spec["outer_uid"], spec["outer_uid"])
+        os.setresuid(spec["outer_uid"], spec["outer_uid"], spec["outer_uid"])
+        prctl(PR_SET_DUMPABLE, 1)  # a uid change hides /proc/self from us, and we write its maps
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
     if spec["mode"] == "userns":
