@@ -8,12 +8,15 @@ Each row: FSDP over the whole slice, batch = chips x batch-per-device, full rema
 (auto) attention, which is splash attention for the TPU and XLA's chunked attention on CPU. The
 largest batch per device is found by compiling: a line through the peaks at 1 and 2 rows per
 device predicts it, then compiles at and around the prediction (bisecting when it overshoots)
-decide; the first size that does not fit is compiled too.
+decide; the first size that does not fit is compiled too. Every compile's memory is kept in
+`--compiles` (one JSON line each), so a search that is stopped resumes where it was: the larger
+presets take minutes per compile.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -27,7 +30,7 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={MAX_CHIPS}"
 
 from jaxcoder.config import resolve  # noqa: E402
 from jaxcoder.parallel.topology import tpu_devices  # noqa: E402
-from jaxcoder.train.dry_run import GiB, dry_run  # noqa: E402
+from jaxcoder.train.dry_run import DryRunReport, GiB, dry_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 16384
@@ -49,24 +52,47 @@ def run_config(config: str, chips: int, per_device: int, cpu: bool):
     return resolve(cfg)
 
 
-def tpu_peak(config, topology, chips, per_device, devices):
-    report = dry_run(run_config(config, chips, per_device, cpu=False), devices)
-    print(f"  {config} {topology} x{per_device}/device: peak {report.peak_bytes / GiB:.2f} GiB "
-          f"({report.compile_seconds:.0f} s)", flush=True)
-    return report
+class Compiles:
+    """The memory of every compile so far, by (config, target, rows per device), in a JSONL file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                self.known[r["config"], r["target"], r["per_device"]] = DryRunReport(**r["report"])
+
+    def get(self, config: str, target: str, per_device: int, compile_fn) -> DryRunReport:
+        key = (config, target, per_device)
+        if key not in self.known:
+            report = compile_fn()
+            self.known[key] = report
+            with self.path.open("a") as f:
+                f.write(json.dumps({"config": config, "target": target, "per_device": per_device,
+                                    "report": dataclasses.asdict(report)}) + "\n")
+            print(f"  {config} {target} x{per_device}/device: peak {report.peak_bytes / GiB:.2f} GiB "
+                  f"({report.compile_seconds:.0f} s)", flush=True)
+        return self.known[key]
 
 
-def measure(config: str, topology: str, chips: int) -> dict:
-    devices = tpu_devices(topology)
-    assert len(devices) == chips, (topology, len(devices))
-    one = tpu_peak(config, topology, chips, 1, devices)
-    cpu = dry_run(run_config(config, chips, 1, cpu=True))
-    print(f"  {config} CPU x{chips}: peak {cpu.peak_bytes / GiB:.2f} GiB ({cpu.compile_seconds:.0f} s)", flush=True)
-    peaks = {1: one, 2: tpu_peak(config, topology, chips, 2, devices)}
+def measure(config: str, topology: str, chips: int, compiles: Compiles) -> dict:
+    devices = []
+
+    def tpu(n: int) -> DryRunReport:
+        def compile_fn():
+            if not devices:
+                devices.extend(tpu_devices(topology))
+                assert len(devices) == chips, (topology, len(devices))
+            return dry_run(run_config(config, chips, n, cpu=False), devices)
+        return compiles.get(config, topology, n, compile_fn)
+
+    one = tpu(1)
+    cpu = compiles.get(config, f"cpu:{chips}", 1, lambda: dry_run(run_config(config, chips, 1, cpu=True)))
+    peaks = {1: one, 2: tpu(2)}
 
     def fits(n: int) -> bool:
-        if n not in peaks:
-            peaks[n] = tpu_peak(config, topology, chips, n, devices)
+        peaks[n] = tpu(n)
         return peaks[n].fits
 
     most = 0
@@ -117,6 +143,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="", help="configs to run, e.g. starcoder2.py:3b,starcoder2.py:7b")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "tpu_memory.jsonl"))
+    parser.add_argument("--compiles", default=str(ROOT / "runs" / "bench" / "tpu_memory_compiles.jsonl"),
+                        help="every compile's memory, reused on the next run")
     args = parser.parse_args()
     import jax
 
@@ -127,7 +155,7 @@ def main():
     for config, topology, chips in ROWS:
         if args.only and config not in args.only.split(",") or config in done:
             continue
-        done[config] = measure(config, topology, chips)
+        done[config] = measure(config, topology, chips, Compiles(Path(args.compiles)))
         with out.open("a") as f:
             f.write(json.dumps(done[config]) + "\n")
     print(f"\n# TPU-compiler memory vs the CPU estimate: jax {jax.__version__}, "
