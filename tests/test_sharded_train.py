@@ -123,12 +123,17 @@ def _metrics(workdir: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
+    """...and the goodput accounts of the two attempts add up to their wall time, with the steps
+    the killed attempt ran past its last checkpoint counted as lost."""
+    from jaxcoder.train.goodput import read_attempts, summarize
+
     data = prepared_data[0].out_dir
     cmd = [sys.executable, "-m", "jaxcoder", "train"]
     full = tmp_path / "full"
     subprocess.run(cmd + cli_overrides(data, str(full), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
                    env=_env(2), check=True, capture_output=True, timeout=600)
     killed = tmp_path / "killed"
+    began = time.time()
     proc = subprocess.Popen(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
                             env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -136,14 +141,30 @@ def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    walls = [time.time() - began]
     reached = max(_metrics(killed))
     assert 9 <= reached < 16, "the run must die mid-training"
-    subprocess.run(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
-                   env=_env(2), check=True, capture_output=True, timeout=600)
+    # The resumed attempt's accounts end when it reports them ("done: ..."), before the
+    # interpreter's own teardown.
+    began = time.time()
+    proc = subprocess.Popen(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("done: "):
+            walls.append(time.time() - began)
+    assert proc.wait(timeout=600) == 0 and len(walls) == 2
     ref, got = _metrics(full), _metrics(killed)
     assert sorted(got) == list(range(1, 17))
     for step, values in got.items():  # steps logged twice (before the kill and after) agree too
         assert all(v == ref[step][0] for v in values), (step, values, ref[step])
+    attempts = read_attempts(killed)
+    g = summarize(attempts)
+    # The resumed attempt starts from the last committed checkpoint (8, or 4 while 8 was still
+    # being written when the kill came).
+    assert attempts[0]["start_step"] == 0 and attempts[1]["start_step"] in (4, 8)
+    assert g["wall"] == pytest.approx(sum(walls), abs=1.0), (g, walls)
+    assert g["seconds"]["lost"] > 0 and g["seconds"]["checkpoint_restore"] > 0
+    assert sum(g["seconds"].values()) == pytest.approx(g["wall"])
 
 
 @pytest.mark.slow
@@ -207,6 +228,7 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert "over 4 devices (2 processes)" in outs[0]
+    assert "hybrid mesh across processes: data spans 2" in outs[0]  # ICI within a node, DCN across
     ref, got = _metrics(one), _metrics(two)
     assert sorted(got) == [1, 2, 3, 4]
     np.testing.assert_allclose([got[s][0] for s in range(1, 5)], [ref[s][0] for s in range(1, 5)], rtol=1e-6)

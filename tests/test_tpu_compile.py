@@ -154,12 +154,22 @@ def test_auto_is_splash_on_a_tpu_mesh_and_xla_when_decoding():
 
 
 def test_two_slices_put_the_data_axis_across_them():
+    from jaxcoder.parallel.mesh import granule_spans
+
     devices = tpu_devices("v5e:2x2", slices=2)
     mesh = make_mesh({"data": 2, "fsdp": 4}, devices)
     for i in range(2):
         assert {d.slice_index for d in mesh.devices[i].flat} == {i}
-    with pytest.raises(ValueError, match=r"mesh.data \(1\) must be a multiple of the 2 slices"):
+    assert granule_spans(mesh) == ("slice", {"data": 2, "stage": 1, "fsdp": 1, "tensor": 1})
+    # FSDP replicas across the slices instead (mesh.dcn_fsdp): each slice holds half the shards.
+    mesh = make_mesh({"data": 1, "fsdp": 8}, devices, {"data": 1, "fsdp": 2})
+    assert [d.slice_index for d in mesh.devices.flat] == [0] * 4 + [1] * 4
+    assert granule_spans(mesh)[1]["fsdp"] == 2 and granule_spans(mesh)[1]["data"] == 1
+    with pytest.raises(ValueError, match=r"mesh.data \(1\) must be a multiple of mesh.dcn_data \(2\): "
+                                         r"the 2 slices split it"):
         make_mesh({"data": 1, "fsdp": -1}, devices)
+    with pytest.raises(ValueError, match=r"mesh.dcn_data=2, mesh.dcn_fsdp=2 must multiply to the 2 slices"):
+        make_mesh({"data": 2, "fsdp": -1}, devices, {"data": 2, "fsdp": 2})
 
 
 def _cli(*args):

@@ -112,6 +112,23 @@ def _fim_comparison(trained: dict | None, untrained: dict | None) -> list[str]:
     return out
 
 
+def _goodput_lines(work: Path) -> list[str]:
+    from jaxcoder.train.goodput import PHASES, read_attempts, summarize
+
+    attempts = read_attempts(work)
+    if not attempts:
+        return []
+    g = summarize(attempts)
+    lines = ["", f"Goodput {g['goodput']:.1%}: {g['seconds']['step']:.0f} s of training steps in "
+             f"{g['wall']:.0f} s over {g['attempts']} attempt(s) (time between attempts not counted).", "",
+             "| where the wall clock went | seconds | share |", "|---|---:|---:|"]
+    names = {"lost": "lost to restarts (work after the restored checkpoint)"}
+    for p in ("step", *[q for q in PHASES if q != "step"], "lost"):
+        lines.append(f"| {names.get(p, p.replace('_', ' '))} | {g['seconds'][p]:.1f} | "
+                     f"{g['seconds'][p] / g['wall'] if g['wall'] else 0:.1%} |")
+    return lines
+
+
 def write_report(workdir: str | Path, data_dir: str | Path | None = None, export_check: str | Path | None = None,
                  title: str = "jaxcoder run") -> Path:
     """Writes `<workdir>/report.md` (and `loss.png` when there is a training log); returns its path."""
@@ -159,6 +176,7 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         lines += ["", f"![loss curve]({png.name})"]
     else:
         lines.append("No training log (`metrics.jsonl`) found.")
+    lines += _goodput_lines(work)
 
     trained = _latest_eval(work / "eval")
     baselines = sorted((work / "eval").glob("untrained_seed*/results.json"), key=lambda p: p.stat().st_mtime)

@@ -57,7 +57,7 @@ def run(run: RunConfig, checkpoint: str, step: int | None = None, untrained: boo
     if jax.device_count() > 1:  # generate sharded over every device, by the run's mesh and rules
         from jaxcoder.parallel.mesh import make_mesh
 
-        mesh = make_mesh(run.mesh.sizes())
+        mesh = make_mesh(run.mesh.sizes(), dcn=run.mesh.dcn_sizes(), granule=run.mesh.granule)
         params = place(mcfg, params, mesh, run.mesh.rules_table())
     out_dir = Path(run.eval.out_dir or Path(run.workdir) / "eval") / (
         f"untrained_seed{run.seed}" if untrained else f"step_{step}")

@@ -14,6 +14,8 @@ from jaxcoder.parallel.rules import DEFAULT_RULES
 from jaxcoder.parallel.topology import slice_count
 
 MESH_AXES = ("data", "stage", "fsdp", "tensor")
+GRANULES = ("auto", "slice", "process")
+PLURAL = {"slice": "slices", "process": "processes"}
 
 
 class MeshError(ValueError):
@@ -29,6 +31,16 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     num_devices: int = field(0, ge=0)  # use only the first N devices (0 = all)
+    # Several TPU slices or GPU nodes ("granules": ICI / NVLink inside, the slower data-centre
+    # network between): how many granules each axis spans; its size within a granule is
+    # mesh.<axis> / mesh.dcn_<axis>. One may be -1 (the remaining granules). By default data
+    # parallelism crosses granules: its gradient all-reduce is the one collective per step that
+    # tolerates the slower network. Ignored on one granule.
+    dcn_data: int = -1
+    dcn_stage: int = 1
+    dcn_fsdp: int = 1
+    dcn_tensor: int = 1
+    granule: str = field("auto", choices=GRANULES)  # auto: TPU slices when there are several, else processes
     # Logical axis name -> mesh axes; first applicable rule wins (jaxcoder/parallel/rules.py).
     rules: tuple = DEFAULT_RULES
 
@@ -38,9 +50,16 @@ class MeshConfig:
         free = [f"mesh.{a}=-1" for a in MESH_AXES if getattr(self, a) == -1]
         if bad or len(free) > 1:
             raise ConfigError(f"mesh sizes must be positive with at most one -1; got {', '.join(bad or free)}")
+        dcn = {f"mesh.dcn_{a}": n for a, n in self.dcn_sizes().items()}
+        if any(n == 0 or n < -1 for n in dcn.values()) or list(dcn.values()).count(-1) > 1:
+            raise ConfigError("mesh.dcn_* must be positive with at most one -1; got "
+                              + ", ".join(f"{k}={n}" for k, n in dcn.items() if n != 1))
 
     def sizes(self) -> dict[str, int]:
         return {a: getattr(self, a) for a in MESH_AXES}
+
+    def dcn_sizes(self) -> dict[str, int]:
+        return {a: getattr(self, f"dcn_{a}") for a in MESH_AXES}
 
     def rules_table(self) -> tuple:
         """The rules as (name, target) pairs with tuple targets (lists come back from JSON and CLI)."""
@@ -69,27 +88,65 @@ def resolve_axis_sizes(sizes: Mapping[str, int], n_devices: int) -> dict[str, in
     return sizes
 
 
-def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None,
+              dcn: Mapping[str, int] | None = None, granule: str = "auto") -> Mesh:
     """A mesh over all (or the given) devices with axes in MESH_AXES order, in auto-sharding mode.
 
-    Devices of several TPU slices (`slice_index`) get a hybrid mesh: the `data` axis spans the
-    slices (only its gradient all-reduce crosses the slower data-centre network), every other axis
-    stays within a slice's ICI."""
+    Devices of several granules (TPU slices, or processes: GPU nodes) get a hybrid mesh
+    (`mesh_utils.create_hybrid_device_mesh`): axis a spans `dcn[a]` granules (default: data across
+    all of them) and mesh[a] / dcn[a] devices within each."""
     devices = list(devices if devices is not None else jax.devices())
     resolved = resolve_axis_sizes(sizes, len(devices))
     shape = tuple(resolved[a] for a in MESH_AXES)
     types = (AxisType.Auto,) * len(MESH_AXES)
-    slices = slice_count(devices)
-    if slices == 1:
+    kind, count = _granules(devices, granule)
+    if count == 1:
         return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices)
-    if resolved["data"] % slices:
-        raise MeshError(f"mesh.data ({resolved['data']}) must be a multiple of the {slices} slices: data "
-                        "parallelism is what crosses slices")
+    across = _dcn_sizes(dcn or {"data": -1}, count, kind)
+    for a in MESH_AXES:
+        if resolved[a] % across[a]:
+            raise MeshError(f"mesh.{a} ({resolved[a]}) must be a multiple of mesh.dcn_{a} ({across[a]}): the "
+                            f"{count} {PLURAL[kind]} split it")
     from jax.experimental import mesh_utils
 
-    dcn = tuple(slices if a == "data" else 1 for a in MESH_AXES)
-    ici = tuple(n // d for n, d in zip(shape, dcn, strict=True))
-    return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), MESH_AXES, axis_types=types)
+    dcn_shape = tuple(across[a] for a in MESH_AXES)
+    ici = tuple(n // d for n, d in zip(shape, dcn_shape, strict=True))
+    return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn_shape, devices, process_is_granule=kind == "process"),
+                MESH_AXES, axis_types=types)
+
+
+def granule_spans(mesh: Mesh, granule: str = "auto") -> tuple[str, dict[str, int]]:
+    """(granule kind, {axis: how many granules it crosses}) of a mesh; all 1 on one granule."""
+    import numpy as np
+
+    kind, _ = _granules(list(mesh.devices.flat), granule)
+    ids = np.vectorize(lambda d: getattr(d, "slice_index", 0) or 0 if kind == "slice" else d.process_index,
+                       otypes=[int])(mesh.devices)
+    return kind, {a: len(np.unique(np.moveaxis(ids, i, 0).reshape(ids.shape[i], -1)[:, 0]))
+                  for i, a in enumerate(mesh.axis_names)}
+
+
+def _granules(devices: Sequence[jax.Device], granule: str) -> tuple[str, int]:
+    slices = slice_count(devices)
+    processes = len({d.process_index for d in devices})
+    if granule == "slice" or (granule == "auto" and slices > 1):
+        return "slice", slices
+    return "process", processes
+
+
+def _dcn_sizes(dcn: Mapping[str, int], count: int, kind: str) -> dict[str, int]:
+    """mesh.dcn_* with the -1 filled so that they multiply to the number of granules."""
+    sizes = {a: int(dcn.get(a, 1)) for a in MESH_AXES}
+    free = [a for a in MESH_AXES if sizes[a] == -1]
+    fixed = math.prod(n for n in sizes.values() if n != -1)
+    if len(free) > 1 or any(n == 0 or n < -1 for n in sizes.values()):
+        raise MeshError(f"mesh.dcn_* must be positive with at most one -1; got {sizes}")
+    if free and count % fixed == 0:
+        sizes[free[0]] = count // fixed
+    if math.prod(sizes.values()) != count:
+        given = ", ".join(f"mesh.dcn_{a}={dcn.get(a, 1)}" for a in MESH_AXES if dcn.get(a, 1) != 1)
+        raise MeshError(f"{given or 'mesh.dcn_*'} must multiply to the {count} {PLURAL[kind]} the devices span")
+    return sizes
 
 
 def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq_len: int) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxcoder.fields import check, field
+from jaxcoder.fields import ConfigError, check, field
+from jaxcoder.train.metrics import WRITERS
 from jaxcoder.train.optimizer import OptimizerConfig
 
 _OPTIMIZER = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
@@ -45,9 +46,26 @@ class TrainConfig:
     checkpoint_minutes: float = field(0.0, ge=0)  # also save when this much time passed since the last save
     grad_accum: int = field(1, ge=1)  # microbatches per step (batch_size is the global batch)
     peak_tflops: float = field(0.0, ge=0)  # per device, for MFU; 0 = look the device up in a table
+    max_skipped_steps: int = field(5, ge=0)  # non-finite steps in a row skipped before the run stops
+    spike_factor: float = field(2.0, ge=0)  # warn when the loss exceeds this x its running median (0: off)
+    spike_window: int = field(100, ge=10)  # steps in that running median
+    profile_start: int = field(0, ge=0)  # first step to trace into <workdir>/profile (0: no profiling)
+    profile_steps: int = field(3, ge=1)  # steps in each trace
+    profile_every: int = field(0, ge=0)  # trace again every this many steps (0: once)
+    # Where metrics go besides metrics.jsonl: any of tensorboard, wandb, mlflow, comma-separated
+    # (wandb and mlflow: the `tracking` extra; their own environment variables choose the server).
+    writers: str = "tensorboard"
+    tracking_project: str = "jaxcoder"  # the W&B project / MLflow experiment
 
     def __post_init__(self):
         check(self, "train")
+        unknown = [w for w in self.writer_names() if w not in WRITERS]
+        if unknown:
+            raise ConfigError(f"train.writers={self.writers!r}: unknown writer {unknown[0]!r}; "
+                              f"choose from {', '.join(WRITERS)}")
+
+    def writer_names(self) -> tuple[str, ...]:
+        return tuple(w.strip() for w in self.writers.split(",") if w.strip())
 
     def optimizer(self) -> OptimizerConfig:
         return OptimizerConfig(**{name: getattr(self, name) for name in _OPTIMIZER if name != "total_steps"},

@@ -21,11 +21,15 @@ from tqdm import tqdm
 from jaxcoder.data import pipeline, shards
 from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer
 from jaxcoder.model.config import ModelConfig, human_count
+from jaxcoder.parallel.mesh import PLURAL, granule_spans
 from jaxcoder.train import heldout
 from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import TOKENIZER_DIR, Checkpointer, checkpoint_tokenizer, store_tokenizer
+from jaxcoder.train.goodput import Goodput, read_attempts, summarize
+from jaxcoder.train.guard import Guard, NonFiniteError, all_finite
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
 from jaxcoder.train.optimizer import learning_rate
+from jaxcoder.train.profile import Profiler
 from jaxcoder.train.setup import Setup, setup
 from jaxcoder.train.step import make_train_step
 
@@ -127,12 +131,13 @@ def _print(*parts) -> None:
         print(*parts, flush=True)
 
 
-def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer):
+def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, clock: Goodput):
     """(params, opt_state, first step): the workdir's latest checkpoint (strictly the same data),
-    else train.init_from's parameters, else a fresh initialisation."""
+    else train.init_from's parameters, else a fresh initialisation (start-up time, not a restore)."""
     start = ckpt.latest_step()
     if start is None and run.train.init_from:
-        params, opt_state = _init_from(run.train.init_from, st, data.sha256, run.data.prepared_dir)
+        with clock.phase("checkpoint_restore"):
+            params, opt_state = _init_from(run.train.init_from, st, data.sha256, run.data.prepared_dir)
         _print(f"initialised from {run.train.init_from} (fresh optimizer state, step 0)")
         return params, opt_state, 0
     if start is None:
@@ -143,8 +148,9 @@ def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer):
         raise ValueError(f"{run.workdir} was trained with a different tokenizer than {run.data.prepared_dir}'s")
     pipeline.check_resume(saved.get("data_signature"), data.signature)
     params_t, opt_t = shard_lib.abstract_state(st.mcfg, st.optimizer, st.sh)
-    _, params, opt_state, _ = ckpt.restore(start, params_target=params_t, opt_state_target=opt_t,
-                                           data_iter=data.iterator)
+    with clock.phase("checkpoint_restore"):
+        _, params, opt_state, _ = ckpt.restore(start, params_target=params_t, opt_state_target=opt_t,
+                                               data_iter=data.iterator)
     _print(f"resumed from step {start} (saved on mesh {saved.get('mesh')})")
     return params, opt_state, start
 
@@ -192,74 +198,144 @@ def train(run: RunConfig) -> dict:
         st = setup(run)
         workdir = Path(run.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        data = _Data.open(run, st.mcfg)
-        if st.stages.stages > 1:
-            p = st.stages
-            _print(f"pipeline: {p.stages} stages, {p.microbatches} microbatches, {p.repeats} repeat(s) "
-                   f"({'circular' if p.repeats > 1 else 'GPipe'}); bubble fraction (S-1)/(R*M+S-1) = "
-                   f"{p.bubble_fraction():.3f}")
-        mixture = pipeline.resolve_mixture(data.manifest, data.loader.mixture)[:6]
-        _print(f"mesh: {dict(st.mesh.shape)} over {st.mesh.size} devices ({jax.process_count()} processes); "
-               f"data: {human_count(data.manifest['total_tokens'])} tokens, mixture "
-               + ", ".join(f"{lang} {w:.2f}" for lang, w in mixture))
         ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=run.train.keep_checkpoints,
                             keep_every=run.train.keep_every or None)
-        params, opt_state, start = _start(run, st, data, ckpt)
+        clock = Goodput(workdir, ckpt.latest_step() or 0, enabled=jax.process_index() == 0)
+        try:
+            data = _Data.open(run, st.mcfg)
+            if st.stages.stages > 1:
+                p = st.stages
+                _print(f"pipeline: {p.stages} stages, {p.microbatches} microbatches, {p.repeats} repeat(s) "
+                       f"({'circular' if p.repeats > 1 else 'GPipe'}); bubble fraction (S-1)/(R*M+S-1) = "
+                       f"{p.bubble_fraction():.3f}")
+            kind, spans = granule_spans(st.mesh, run.mesh.granule)
+            if any(n > 1 for n in spans.values()):
+                _print(f"hybrid mesh across {PLURAL[kind]}: "
+                       + ", ".join(f"{a} spans {n}" for a, n in spans.items() if n > 1))
+            mixture = pipeline.resolve_mixture(data.manifest, data.loader.mixture)[:6]
+            _print(f"mesh: {dict(st.mesh.shape)} over {st.mesh.size} devices ({jax.process_count()} processes); "
+                   f"data: {human_count(data.manifest['total_tokens'])} tokens, mixture "
+                   + ", ".join(f"{lang} {w:.2f}" for lang, w in mixture))
+            params, opt_state, start = _start(run, st, data, ckpt, clock)
+            if jax.process_index() == 0:
+                store_tokenizer(ckpt.directory, data.tokenizer)
+            return _Loop(run, st, data, ckpt, clock).train(params, opt_state, start, preempt)
+        finally:
+            clock.close()
+
+
+class _Loop:
+    """The steps of one attempt: train, log, evaluate, checkpoint, profile; every second of it on
+    the goodput clock, each step's metrics checked by the guard."""
+
+    def __init__(self, run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, clock: Goodput):
+        self.run, self.st, self.data, self.ckpt, self.clock, self.t = run, st, data, ckpt, clock, run.train
+        t, sh = run.train, st.sh
+        self.log = _Log(run, st)
+        _print(f"model: {human_count(st.mcfg.param_count())} parameters; {t.steps} steps of {t.batch_size}x"
+               f"{t.seq_len} tokens; {human_count(self.log.flops_per_token)} FLOPs/token"
+               + ("" if self.log.peak else "; MFU n/a (unknown device peak: set train.peak_tflops)"))
+        self.meta = {"model": st.mcfg.to_dict(), "config": run.to_json(), "tokenizer_sha256": data.sha256,
+                     "tokenizer_path": str(Path(ckpt.directory) / TOKENIZER_DIR),  # travels with the weights
+                     "tokenizer": {"kind": data.tokenizer.kind, "sha256": data.tokenizer.sha256()},
+                     "data_signature": data.signature, "mesh": dict(st.mesh.shape)}
+        self.train_step = jax.jit(make_train_step(st.mcfg, st.optimizer, t.z_loss, t.grad_accum),
+                                  in_shardings=(sh.params, sh.opt_state, sh.batch),
+                                  out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
+        self.eval_step = heldout.heldout_step(st.mcfg, data.tokenizer.byte_lengths(),
+                                              in_shardings=(sh.params, sh.batch))
+        self.has_heldout = bool(data.manifest.get("heldout_shards"))
+        self.writer = MetricWriter(Path(run.workdir), enabled=jax.process_index() == 0, writers=t.writer_names(),
+                                   project=t.tracking_project, config=run.to_json())
+        self.guard = Guard(t.max_skipped_steps, t.spike_factor, t.spike_window)
+        self.profiler = Profiler(Path(run.workdir) / "profile", t.profile_start, t.profile_steps, t.profile_every)
+        self.history: list[dict] = []
+        self.pending = None  # (step, metrics, data position) whose metrics the guard has not read yet
+        self.earlier = read_attempts(run.workdir)[:-1] if jax.process_index() == 0 else []
+
+    def train(self, params, opt_state, start: int, preempt: _Preemption) -> dict:
+        t, last_save, preempted = self.t, time.perf_counter(), False
+        bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", dynamic_ncols=True,
+                   mininterval=1.0, disable=jax.process_index() != 0)
+        preempt.start()
+        try:
+            with self.st.tracing():
+                for step in bar:
+                    params, opt_state = self.step(step, params, opt_state, first=step == start)
+                    done = step + 1
+                    if done % t.log_every == 0 or done == t.steps:
+                        self.write_log(done, params, bar)
+                    timed = t.checkpoint_minutes and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
+                    if done % t.checkpoint_every == 0 or done == t.steps or timed or preempt.requested:
+                        self.save(done, params, opt_state)
+                        last_save = time.perf_counter()
+                    if preempt.requested:
+                        preempted = True
+                        if jax.process_index() == 0:
+                            tqdm.write(f"SIGTERM: saved step {done}; exiting (rerun the same command to resume)")
+                        break
+            self.check()
+        finally:
+            self.profiler.stop()
+            with self.clock.phase("checkpoint_save"):
+                self.ckpt.close()
+            self.writer.close()
+        return {"steps": t.steps, "params": self.st.mcfg.param_count(), "history": self.history,
+                "checkpoint_dir": self.ckpt.directory, "preempted": preempted,
+                "skipped_steps": self.guard.skipped_total, "loss_spikes": self.guard.warnings,
+                "goodput": summarize([*self.earlier, self.clock.record()])}
+
+    def step(self, step: int, params, opt_state, first: bool):
+        self.profiler.before(step)
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            with self.clock.phase("data"):
+                position = self.data.iterator.get_state()
+                batch = shard_lib.global_batch(next(self.data.iterator), self.st.sh.batch)
+            self.clock.switch("compile" if first else "step")
+            params, opt_state, m = self.train_step(params, opt_state, batch)
+            self.clock.switch("step")
+            self.check()  # the previous step's metrics: reading them now keeps the device busy
+            self.pending = (step + 1, m, position)
+        self.log.add(m)
+        self.clock.step = step + 1
+        self.profiler.after(step, m)
+        return params, opt_state
+
+    def check(self) -> None:
+        if self.pending:
+            warning = self.guard.check(*self.pending)
+            self.pending = None
+            if warning and jax.process_index() == 0:
+                tqdm.write(warning)
+
+    def write_log(self, done: int, params, bar) -> None:
+        self.check()
+        record = self.log.record(done)
+        record["skipped_steps"] = self.guard.skipped_total
+        if self.has_heldout and (done % self.t.eval_every == 0 or done == self.t.steps):
+            with self.clock.phase("eval"):
+                record.update(heldout_metrics(self.eval_step, params, self.data.loader, self.run, self.st.sh))
+            self.log.restart_clock()
         if jax.process_index() == 0:
-            store_tokenizer(ckpt.directory, data.tokenizer)
-        return _loop(run, st, data, ckpt, params, opt_state, start, preempt)
+            good = summarize([*self.earlier, self.clock.record()])
+            record.update(goodput=good["goodput"], **{k: v for k, v in good.items() if k.startswith("badput_")})
+        self.history.append(record)
+        self.writer.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+        if jax.process_index() == 0:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in record.items() if not k.startswith("badput_")))
 
-
-def _loop(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, params, opt_state, start: int,
-          preempt: _Preemption) -> dict:
-    t, sh = run.train, st.sh
-    log = _Log(run, st)
-    _print(f"model: {human_count(st.mcfg.param_count())} parameters; {t.steps} steps of {t.batch_size}x"
-           f"{t.seq_len} tokens; {human_count(log.flops_per_token)} FLOPs/token"
-           + ("" if log.peak else "; MFU n/a (unknown device peak: set train.peak_tflops)"))
-    meta = {"model": st.mcfg.to_dict(), "config": run.to_json(), "tokenizer_sha256": data.sha256,
-            "tokenizer_path": str(Path(ckpt.directory) / TOKENIZER_DIR),  # the copy that travels with the weights
-            "tokenizer": {"kind": data.tokenizer.kind, "sha256": data.tokenizer.sha256()},
-            "data_signature": data.signature, "mesh": dict(st.mesh.shape)}
-    train_step = jax.jit(make_train_step(st.mcfg, st.optimizer, t.z_loss, t.grad_accum),
-                         in_shardings=(sh.params, sh.opt_state, sh.batch),
-                         out_shardings=(sh.params, sh.opt_state, sh.replicated), donate_argnums=(0, 1))
-    eval_step = heldout.heldout_step(st.mcfg, data.tokenizer.byte_lengths(), in_shardings=(sh.params, sh.batch))
-    has_heldout = bool(data.manifest.get("heldout_shards"))
-    writer = MetricWriter(Path(run.workdir), enabled=jax.process_index() == 0)
-    history, last_save, preempted = [], time.perf_counter(), False
-    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", dynamic_ncols=True,
-               mininterval=1.0, disable=jax.process_index() != 0)
-    preempt.start()
-    with st.tracing():
-        for step in bar:
-            params, opt_state, m = train_step(params, opt_state, shard_lib.global_batch(next(data.iterator), sh.batch))
-            log.add(m)
-            done = step + 1
-            if done % t.log_every == 0 or done == t.steps:
-                record = log.record(done)
-                if has_heldout and (done % t.eval_every == 0 or done == t.steps):
-                    record.update(heldout_metrics(eval_step, params, data.loader, run, sh))
-                    log.restart_clock()
-                history.append(record)
-                writer.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-                if jax.process_index() == 0:
-                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in record.items()))
-            timed = t.checkpoint_minutes and time.perf_counter() - last_save > 60 * t.checkpoint_minutes
-            if done % t.checkpoint_every == 0 or done == t.steps or timed or preempt.requested:
-                ckpt.save(done, params, opt_state=opt_state, meta={**meta, "step": done}, data_iter=data.iterator)
-                last_save = time.perf_counter()
-            if preempt.requested:
-                preempted = True
-                if jax.process_index() == 0:
-                    tqdm.write(f"SIGTERM: saved step {done}; exiting (rerun the same command to resume)")
-                break
-    ckpt.close()
-    writer.close()
-    return {"steps": t.steps, "params": st.mcfg.param_count(), "history": history, "checkpoint_dir": ckpt.directory,
-            "preempted": preempted}
+    def save(self, done: int, params, opt_state) -> None:
+        self.check()
+        with self.clock.phase("checkpoint_save"):
+            if not bool(all_finite((params, opt_state))):
+                raise NonFiniteError(f"step {done}: the parameters or optimizer state hold non-finite values "
+                                     f"after a finite step (an overflowing update); not saved. Lower train.lr "
+                                     f"and resume from the last checkpoint")
+            self.ckpt.save(done, params, opt_state=opt_state, meta={**self.meta, "step": done},
+                           data_iter=self.data.iterator)
+        self.clock.saved(done)
 
 
 def heldout_metrics(step, params, loader: pipeline.LoaderConfig, run: RunConfig, sh) -> dict:

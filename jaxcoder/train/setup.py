@@ -62,7 +62,7 @@ def setup(run: RunConfig, devices: list[jax.Device] | None = None) -> Setup:
         if micro % dp:
             raise MeshError(f"a pipeline microbatch has {micro} rows, not divisible by mesh.data x mesh.fsdp ({dp}); "
                             "raise train.batch_size or lower pipeline.microbatches")
-    mesh = make_mesh(sizes, devices)
+    mesh = make_mesh(sizes, devices, run.mesh.dcn_sizes(), run.mesh.granule)
     rules = run.mesh.rules_table()
     ocfg = run.optimizer()
     optimizer = make_optimizer(ocfg)
