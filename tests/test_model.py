@@ -48,6 +48,8 @@ def test_sliding_window_bounds_the_receptive_field():
 
 @pytest.mark.parametrize("name", LINES)
 def test_scan_unrolled_and_remat_agree(name):
+    """Every remat policy on one line (they do not depend on the architecture); unrolled layers and
+    full remat on each."""
     base = preset(name, dtype="float32", remat="none")
     params = random_params(F.init_params(base, 0))
     toks = jnp.asarray(np.random.default_rng(3).integers(0, base.vocab_size, (2, 48)))
@@ -56,7 +58,10 @@ def test_scan_unrolled_and_remat_agree(name):
         return jax.value_and_grad(lambda p: F.forward(cfg, p, toks).mean())(params)
 
     ref_loss, ref_grad = loss(base)
-    for change in (dict(scan_layers=False), dict(remat="full"), dict(remat="dots"), dict(remat="dots_no_batch")):
+    changes = [dict(scan_layers=False), dict(remat="full")]
+    if name == LINES[0]:
+        changes += [dict(remat="dots"), dict(remat="dots_no_batch")]
+    for change in changes:
         got_loss, got_grad = loss(base.replace(**change))
         np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_grad, ref_grad)
