@@ -55,7 +55,8 @@ def main(argv):
     summary = train(run)
     hist = summary["history"]
     if hist and not summary["preempted"]:
-        g = summary["goodput"]
+        g = summary["goodput"]  # process 0 keeps the accounts
+        good = (f"; goodput {g['goodput']:.1%} of {g['wall']:.0f} s over {g['attempts']} attempt(s) "
+                "(`jaxcoder report` shows where the rest went)") if g else ""
         print(f"done: step {summary['steps']}, loss {hist[0]['loss']:.3f} -> {hist[-1]['loss']:.3f}; "
-              f"checkpoints in {summary['checkpoint_dir']}; goodput {g['goodput']:.1%} of {g['wall']:.0f} s "
-              f"over {g['attempts']} attempt(s) (`jaxcoder report` shows where the rest went)")
+              f"checkpoints in {summary['checkpoint_dir']}{good}")

@@ -47,6 +47,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         jax.distributed.initialize()
 
 
+def barrier(name: str, timeout_s: float = 600.0) -> None:
+    """Waits until every process got here (the coordination service's barrier; no-op on one
+    process). Before the first collective of a run: on CPU (gloo) the processes must meet within
+    30 s there, and one process's own work before it (writers, tokenizer copy) can take longer on a
+    loaded host."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is not None and jax.process_count() > 1:
+        client.wait_at_barrier(f"jaxcoder:{name}", int(timeout_s * 1000))
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None

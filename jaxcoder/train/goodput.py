@@ -26,18 +26,22 @@ from pathlib import Path
 
 import jax
 
+_IMPORTED = time.time()
 PHASES = ("startup", "compile", "data", "step", "checkpoint_save", "checkpoint_restore", "eval")
 BADPUT = ("lost", *(p for p in PHASES if p != "step"))
 
 
 def process_start_time() -> float:
-    """The Unix time this process was created (start-up counts from there, imports included)."""
+    """The Unix time this process was created (start-up counts from there, imports included):
+    its age on the boot-time clock, which /proc/self/stat's start time is counted on (psutil's
+    create_time adds that to the boot's wall time, rounded to the second, and drifts with NTP)."""
     try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except (ImportError, OSError):  # pragma: no cover - psutil is a dependency of our stack
-        return time.time()
+        with open("/proc/self/stat") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(after_name[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):  # not Linux: from the first import instead
+        return _IMPORTED
 
 
 class Goodput:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from jaxcoder.data import pipeline, shards
 from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer
 from jaxcoder.model.config import ModelConfig, human_count
+from jaxcoder.parallel import distributed
 from jaxcoder.parallel.mesh import PLURAL, granule_spans
 from jaxcoder.train import heldout
 from jaxcoder.train import sharding as shard_lib
@@ -283,7 +284,7 @@ class _Loop:
         return {"steps": t.steps, "params": self.st.mcfg.param_count(), "history": self.history,
                 "checkpoint_dir": self.ckpt.directory, "preempted": preempted,
                 "skipped_steps": self.guard.skipped_total, "loss_spikes": self.guard.warnings,
-                "goodput": summarize([*self.earlier, self.clock.record()])}
+                "goodput": summarize([*self.earlier, self.clock.record()]) if jax.process_index() == 0 else None}
 
     def step(self, step: int, params, opt_state, first: bool):
         self.profiler.before(step)
@@ -292,6 +293,8 @@ class _Loop:
                 position = self.data.iterator.get_state()
                 batch = shard_lib.global_batch(next(self.data.iterator), self.st.sh.batch)
             self.clock.switch("compile" if first else "step")
+            if first:
+                distributed.barrier("first step")
             params, opt_state, m = self.train_step(params, opt_state, batch)
             self.clock.switch("step")
             self.check()  # the previous step's metrics: reading them now keeps the device busy
