@@ -124,9 +124,9 @@ def summarize(attempts: list[dict]) -> dict:
     """Seconds by phase over all attempts, with what later restores discarded moved to `lost`;
     `wall`, `goodput` (step / wall) and each badput share."""
     accounts = [dict(a["seconds"], lost=0.0) for a in attempts]
-    for later in attempts[1:]:
+    for j, later in enumerate(attempts[1:], start=1):
         restored = later["start_step"]
-        for i, earlier in enumerate(attempts[: attempts.index(later)]):
+        for i, earlier in enumerate(attempts[:j]):
             # The part of `earlier` after it saved `restored` (or all of it, when it never got there
             # but went past it anyway) did not survive.
             if earlier["step"] <= restored:
