@@ -43,7 +43,8 @@ def _poison(monkeypatch, steps: set[int]) -> None:
 
 @pytest.fixture(scope="module")
 def poisoned_run(prepared_data, tmp_path_factory):
-    """Six steps, the third with a NaN loss, steps 2-3 traced by the profiler, a checkpoint at step 3."""
+    """Six steps, the third with a NaN loss, steps 2-3 traced by the profiler, checkpoints at steps 3
+    and 6 and local-tier ones at 2 and 4."""
     from jaxcoder.train.loop import train
 
     work = tmp_path_factory.mktemp("poisoned")
@@ -54,7 +55,8 @@ def poisoned_run(prepared_data, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"file:{work}/mlruns")
         mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for a database otherwise
         cfg = tiny_train_config(prepared_data[0].out_dir, work, steps=6, checkpoint_every=3,
-                                profile_start=2, profile_steps=2, writers="tensorboard,wandb,mlflow")
+                                profile_start=2, profile_steps=2, writers="tensorboard,wandb,mlflow",
+                                local_checkpoint_dir=str(work / "local"), local_checkpoint_every=2)
         return cfg, train(resolve(cfg))
 
 
@@ -69,6 +71,31 @@ def test_a_nan_step_is_skipped_and_the_next_checkpoint_is_finite(poisoned_run):
     for s, params in at.items():
         assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(params)), s
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(at[3]), jax.tree.leaves(at[6]), strict=True))
+
+
+def test_the_local_tier_serves_only_the_run_and_mesh_that_wrote_it(poisoned_run, tmp_path):
+    from jaxcoder.fields import ConfigError
+    from jaxcoder.train.config import TrainConfig
+    from jaxcoder.train.emergency import LocalTier
+    from jaxcoder.train.loop import train
+
+    cfg, _ = poisoned_run
+    local = Path(cfg.train.local_checkpoint_dir)
+    mine = json.loads((local / "process_0" / "4" / "meta" / "metadata").read_text())["layout"]
+    assert sorted(p.name for p in (local / "process_0").iterdir()) == ["2", "4"]
+    assert LocalTier(local, 2, mine).usable_steps() == ([2, 4], None)
+    other_mesh = {**mine, "mesh": {**mine["mesh"], "data": 4, "fsdp": 2}}
+    assert LocalTier(local, 2, other_mesh).usable_steps() == (
+        [], "written with another mesh ({'data': 8, 'stage': 1, 'fsdp': 1, 'tensor': 1})")
+    # Another run pointed at the same local directory, with nothing of its own to resume: refused.
+    other = tiny_train_config(cfg.data.prepared_dir, tmp_path / "other", local_checkpoint_dir=str(local),
+                              local_checkpoint_every=2)
+    with pytest.raises(ValueError, match=r"holds checkpoints written with another workdir \(.*poisoned.*\), and this "
+                                         r"run has no persistent one to start from"):
+        train(resolve(other))
+    with pytest.raises(ConfigError, match="train.local_checkpoint_dir='/x' and train.local_checkpoint_every=0 go "
+                                          "together"):
+        TrainConfig(local_checkpoint_dir="/x")
 
 
 def test_the_skipped_step_leaves_params_and_optimizer_state_unchanged(prepared_data):
@@ -136,7 +163,8 @@ def test_goodput_phases_add_up_to_the_wall_time(poisoned_run):
 
     cfg, summary = poisoned_run
     attempts = read_attempts(cfg.workdir)
-    assert len(attempts) == 1 and attempts[0]["step"] == 6 and set(attempts[0]["saves"]) == {"3", "6"}
+    assert len(attempts) == 1 and attempts[0]["step"] == 6
+    assert set(attempts[0]["saves"]) == {"2", "3", "4", "6"}  # both tiers
     g = summarize(attempts)
     assert g["seconds"]["lost"] == 0 and g["seconds"]["step"] > 0 and g["seconds"]["compile"] > 0
     assert sum(g["seconds"][p] for p in PHASES) == pytest.approx(g["wall"])

@@ -121,10 +121,17 @@ def _metrics(workdir: Path) -> dict[int, float]:
     return out
 
 
+def _steps(directory: Path) -> list[int]:
+    """The committed checkpoint steps in an Orbax directory (in-progress ones carry a suffix)."""
+    return sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()) if directory.exists() else []
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
-    """...and the goodput accounts of the two attempts add up to their wall time, with the steps
-    the killed attempt ran past its last checkpoint counted as lost."""
+    """A run killed just after a local-tier (emergency) save resumes from that save, ahead of the
+    persistent tier, and its losses are bitwise those of an uninterrupted run; the goodput
+    accounts of the two attempts add up to their wall time, with the steps the killed attempt ran
+    past its last checkpoint counted as lost."""
     from jaxcoder.train.goodput import read_attempts, summarize
 
     data = prepared_data[0].out_dir
@@ -132,36 +139,38 @@ def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
     full = tmp_path / "full"
     subprocess.run(cmd + cli_overrides(data, str(full), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
                    env=_env(2), check=True, capture_output=True, timeout=600)
-    killed = tmp_path / "killed"
+    killed, local = tmp_path / "killed", tmp_path / "local"
+    flags = cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4, "train.local_checkpoint_every": 3,
+                                                    "train.local_checkpoint_dir": str(local)})
     began = time.time()
-    proc = subprocess.Popen(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
-                            env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + flags, cwd=ROOT, env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while max(_metrics(killed), default=0) < 9 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    while 9 not in _steps(local / "process_0") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     walls = [time.time() - began]
-    reached = max(_metrics(killed))
-    assert 9 <= reached < 16, "the run must die mid-training"
+    reached, tiers = max(_metrics(killed)), (_steps(local / "process_0"), _steps(killed / "checkpoints"))
+    assert 9 <= reached < 16 and max(tiers[0]) > max(tiers[1], default=0), (reached, tiers)
     # The resumed attempt's accounts end when it reports them ("done: ..."), before the
     # interpreter's own teardown.
     began = time.time()
-    proc = subprocess.Popen(cmd + cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
-                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd + flags, cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    lines = []
     for line in proc.stdout:
+        lines.append(line)
         if line.startswith("done: "):
             walls.append(time.time() - began)
     assert proc.wait(timeout=600) == 0 and len(walls) == 2
+    assert f"resumed from step {max(tiers[0])} (the local tier, {local};" in "".join(lines)
     ref, got = _metrics(full), _metrics(killed)
     assert sorted(got) == list(range(1, 17))
     for step, values in got.items():  # steps logged twice (before the kill and after) agree too
         assert all(v == ref[step][0] for v in values), (step, values, ref[step])
     attempts = read_attempts(killed)
     g = summarize(attempts)
-    # The resumed attempt starts from the last committed checkpoint (8, or 4 while 8 was still
-    # being written when the kill came).
-    assert attempts[0]["start_step"] == 0 and attempts[1]["start_step"] in (4, 8)
+    assert attempts[0]["start_step"] == 0 and attempts[1]["start_step"] == max(tiers[0])
     assert g["wall"] == pytest.approx(sum(walls), abs=1.0), (g, walls)
     assert g["seconds"]["lost"] > 0 and g["seconds"]["checkpoint_restore"] > 0
     assert sum(g["seconds"].values()) == pytest.approx(g["wall"])
@@ -208,6 +217,8 @@ def test_sigterm_before_the_first_step_exits_cleanly(prepared_data, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
+    """...and each process keeps its own local tier, from which the two resume together."""
+    import shutil
     import socket
 
     data = prepared_data[0].out_dir
@@ -216,17 +227,24 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     subprocess.run([sys.executable, "-m", "jaxcoder", "train",
                     *cli_overrides(data, str(one), 4, **common, **{"distributed.local_devices": 4})],
                    cwd=ROOT, env=_env(1), check=True, capture_output=True, timeout=600)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    two = tmp_path / "two"
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxcoder", "train",
-                               *cli_overrides(data, str(two), 4, **common, **{"distributed.local_devices": 2})],
-                              cwd=ROOT, env=_env(1, JAXCODER_COORDINATOR=f"127.0.0.1:{port}",
-                                                 JAXCODER_NUM_PROCESSES="2", JAXCODER_PROCESS_ID=str(i)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    two, local = tmp_path / "two", tmp_path / "local"
+
+    def run_two() -> list[str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        flags = cli_overrides(data, str(two), 4, **common, **{"distributed.local_devices": 2,
+                                                              "train.local_checkpoint_dir": str(local),
+                                                              "train.local_checkpoint_every": 2})
+        procs = [subprocess.Popen([sys.executable, "-m", "jaxcoder", "train", *flags], cwd=ROOT,
+                                  env=_env(1, JAXCODER_COORDINATOR=f"127.0.0.1:{port}", JAXCODER_NUM_PROCESSES="2",
+                                           JAXCODER_PROCESS_ID=str(i)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        return outs
+
+    outs = run_two()
     assert "over 4 devices (2 processes)" in outs[0]
     assert "hybrid mesh across processes: data spans 2" in outs[0]  # ICI within a node, DCN across
     ref, got = _metrics(one), _metrics(two)
@@ -236,6 +254,16 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     assert held[0]["heldout_loss"] > 0  # every process reads the same held-out rows and feeds its own
     np.testing.assert_allclose(held[1]["heldout_loss"], held[0]["heldout_loss"], rtol=1e-6)
     np.testing.assert_allclose(held[1]["heldout_bits_per_byte"], held[0]["heldout_bits_per_byte"], rtol=1e-6)
+    # Each process wrote the shards it holds to its own local directory (no shared storage).
+    for i in range(2):
+        assert _steps(local / f"process_{i}") == [2]
+        assert list((local / f"process_{i}" / "2" / "state").glob(f"ocdbt.process_{i}/d/*"))
+    shutil.rmtree(two / "checkpoints" / "4")  # as if killed before the persistent save
+    outs = run_two()
+    assert "resumed from step 2 (the local tier" in outs[0]
+    again = _metrics(two)
+    assert [len(again[s]) for s in range(1, 5)] == [1, 1, 2, 2]
+    assert again[3][1] == got[3][0] and again[4][1] == got[4][0]  # bitwise
 
 
 @pytest.mark.slow

@@ -44,6 +44,11 @@ class TrainConfig:
     keep_checkpoints: int = field(3, ge=1)
     keep_every: int = field(0, ge=0)  # also keep every n-th step's checkpoint (0 = off)
     checkpoint_minutes: float = field(0.0, ge=0)  # also save when this much time passed since the last save
+    # Emergency checkpoints: each host also saves its shards of the state to this host-local path
+    # (local NVMe, /dev/shm) every local_checkpoint_every steps; a restart on the same hosts
+    # resumes from the newest copy in either tier ("" = off).
+    local_checkpoint_dir: str = ""
+    local_checkpoint_every: int = field(0, ge=0)
     grad_accum: int = field(1, ge=1)  # microbatches per step (batch_size is the global batch)
     peak_tflops: float = field(0.0, ge=0)  # per device, for MFU; 0 = look the device up in a table
     max_skipped_steps: int = field(5, ge=0)  # non-finite steps in a row skipped before the run stops
@@ -63,6 +68,11 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"train.writers={self.writers!r}: unknown writer {unknown[0]!r}; "
                               f"choose from {', '.join(WRITERS)}")
+
+        if bool(self.local_checkpoint_dir) != bool(self.local_checkpoint_every):
+            raise ConfigError(f"train.local_checkpoint_dir={self.local_checkpoint_dir!r} and "
+                              f"train.local_checkpoint_every={self.local_checkpoint_every} go together: set both "
+                              f"(a host-local path and a step interval) or neither")
 
     def writer_names(self) -> tuple[str, ...]:
         return tuple(w.strip() for w in self.writers.split(",") if w.strip())

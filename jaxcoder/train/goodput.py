@@ -90,6 +90,10 @@ class Goodput:
             seconds[self.current] += time.perf_counter() - self._since
         return seconds
 
+    def begin(self, step: int) -> None:
+        """The step this attempt restored (known once the tiers were compared)."""
+        self.start_step = self.step = step
+
     def saved(self, step: int) -> None:
         """Called when a checkpoint of `step` is saved: a later attempt may restart from here."""
         self.saves[step] = self.snapshot()

@@ -23,9 +23,10 @@ from jaxcoder.data.tokenizer import Tokenizer, load_tokenizer
 from jaxcoder.model.config import ModelConfig, human_count
 from jaxcoder.parallel import distributed
 from jaxcoder.parallel.mesh import PLURAL, granule_spans
-from jaxcoder.train import heldout
+from jaxcoder.train import emergency, heldout
 from jaxcoder.train import sharding as shard_lib
 from jaxcoder.train.checkpoint import TOKENIZER_DIR, Checkpointer, checkpoint_tokenizer, store_tokenizer
+from jaxcoder.train.emergency import LocalTier
 from jaxcoder.train.goodput import Goodput, read_attempts, summarize
 from jaxcoder.train.guard import Guard, NonFiniteError, all_finite
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
@@ -132,28 +133,52 @@ def _print(*parts) -> None:
         print(*parts, flush=True)
 
 
-def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, clock: Goodput):
-    """(params, opt_state, first step): the workdir's latest checkpoint (strictly the same data),
-    else train.init_from's parameters, else a fresh initialisation (start-up time, not a restore)."""
+def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, tier: LocalTier | None, clock: Goodput):
+    """(params, opt_state, first step): the newest checkpoint of this run in either tier (strictly
+    the same data), else train.init_from's parameters, else a fresh initialisation (start-up time,
+    not a restore)."""
     start = ckpt.latest_step()
-    if start is None and run.train.init_from:
+    local = _local_step(tier, start)
+    if start is None and local is None and run.train.init_from:
         with clock.phase("checkpoint_restore"):
             params, opt_state = _init_from(run.train.init_from, st, data.sha256, run.data.prepared_dir)
         _print(f"initialised from {run.train.init_from} (fresh optimizer state, step 0)")
         return params, opt_state, 0
-    if start is None:
+    if start is None and local is None:
         params, opt_state = shard_lib.init_state(st.mcfg, st.optimizer, st.sh, run.seed)
         return params, opt_state, 0
-    saved = ckpt.meta(start)
+    saved = tier.meta(local) if local is not None else ckpt.meta(start)
     if saved.get("tokenizer_sha256") not in (None, data.sha256):
         raise ValueError(f"{run.workdir} was trained with a different tokenizer than {run.data.prepared_dir}'s")
     pipeline.check_resume(saved.get("data_signature"), data.signature)
     params_t, opt_t = shard_lib.abstract_state(st.mcfg, st.optimizer, st.sh)
     with clock.phase("checkpoint_restore"):
-        _, params, opt_state, _ = ckpt.restore(start, params_target=params_t, opt_state_target=opt_t,
-                                               data_iter=data.iterator)
-    _print(f"resumed from step {start} (saved on mesh {saved.get('mesh')})")
+        if local is not None:
+            params, opt_state, _ = tier.restore(local, params_t, opt_t, data.iterator)
+            start, where = local, f"the local tier, {Path(tier.directory).parent}"
+        else:
+            _, params, opt_state, _ = ckpt.restore(start, params_target=params_t, opt_state_target=opt_t,
+                                                   data_iter=data.iterator)
+            where = "the persistent tier" if tier else "checkpoints"
+    _print(f"resumed from step {start} ({where}; saved on mesh {saved.get('mesh')})")
     return params, opt_state, start
+
+
+def _local_step(tier: LocalTier | None, persistent: int | None) -> int | None:
+    """The local tier's newest step held by every process, when it is newer than the persistent
+    tier's (or as new: it is the faster read). Every process takes part, usable copy or not."""
+    if tier is None:
+        return None
+    steps, unusable = tier.usable_steps()
+    if unusable and not steps and persistent is None:
+        raise ValueError(f"train.local_checkpoint_dir={tier.directory.parent} holds checkpoints {unusable}, and "
+                         f"this run has no persistent one to start from; rerun as the run that wrote them, or give "
+                         f"this run its own train.local_checkpoint_dir (or remove {tier.directory})")
+    if unusable and not steps:
+        print(f"process {jax.process_index()}: local tier {tier.directory} was {unusable}; using the persistent "
+              f"tier", flush=True)
+    step = emergency.common_step(steps)
+    return step if step is not None and (persistent is None or step >= persistent) else None
 
 
 class _Log:
@@ -201,6 +226,8 @@ def train(run: RunConfig) -> dict:
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=run.train.keep_checkpoints,
                             keep_every=run.train.keep_every or None)
+        tier = LocalTier(run.train.local_checkpoint_dir, run.train.local_checkpoint_every,
+                         emergency.layout(workdir, st.mesh)) if run.train.local_checkpoint_dir else None
         clock = Goodput(workdir, ckpt.latest_step() or 0, enabled=jax.process_index() == 0)
         try:
             data = _Data.open(run, st.mcfg)
@@ -217,10 +244,11 @@ def train(run: RunConfig) -> dict:
             _print(f"mesh: {dict(st.mesh.shape)} over {st.mesh.size} devices ({jax.process_count()} processes); "
                    f"data: {human_count(data.manifest['total_tokens'])} tokens, mixture "
                    + ", ".join(f"{lang} {w:.2f}" for lang, w in mixture))
-            params, opt_state, start = _start(run, st, data, ckpt, clock)
+            params, opt_state, start = _start(run, st, data, ckpt, tier, clock)
+            clock.begin(start)
             if jax.process_index() == 0:
                 store_tokenizer(ckpt.directory, data.tokenizer)
-            return _Loop(run, st, data, ckpt, clock).train(params, opt_state, start, preempt)
+            return _Loop(run, st, data, ckpt, tier, clock).train(params, opt_state, start, preempt)
         finally:
             clock.close()
 
@@ -229,8 +257,10 @@ class _Loop:
     """The steps of one attempt: train, log, evaluate, checkpoint, profile; every second of it on
     the goodput clock, each step's metrics checked by the guard."""
 
-    def __init__(self, run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, clock: Goodput):
-        self.run, self.st, self.data, self.ckpt, self.clock, self.t = run, st, data, ckpt, clock, run.train
+    def __init__(self, run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, tier: LocalTier | None,
+                 clock: Goodput):
+        self.run, self.st, self.data, self.ckpt, self.tier, self.clock = run, st, data, ckpt, tier, clock
+        self.t = run.train
         t, sh = run.train, st.sh
         self.log = _Log(run, st)
         _print(f"model: {human_count(st.mcfg.param_count())} parameters; {t.steps} steps of {t.batch_size}x"
@@ -270,6 +300,8 @@ class _Loop:
                     if done % t.checkpoint_every == 0 or done == t.steps or timed or preempt.requested:
                         self.save(done, params, opt_state)
                         last_save = time.perf_counter()
+                    elif self.tier and self.tier.due(done):
+                        self.save(done, params, opt_state, local=True)
                     if preempt.requested:
                         preempted = True
                         if jax.process_index() == 0:
@@ -280,6 +312,8 @@ class _Loop:
             self.profiler.stop()
             with self.clock.phase("checkpoint_save"):
                 self.ckpt.close()
+                if self.tier:
+                    self.tier.close()
             self.writer.close()
         return {"steps": t.steps, "params": self.st.mcfg.param_count(), "history": self.history,
                 "checkpoint_dir": self.ckpt.directory, "preempted": preempted,
@@ -329,15 +363,19 @@ class _Loop:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in record.items() if not k.startswith("badput_")))
 
-    def save(self, done: int, params, opt_state) -> None:
+    def save(self, done: int, params, opt_state, local: bool = False) -> None:
+        """A checkpoint of step `done` in the persistent tier, or in the local tier."""
         self.check()
         with self.clock.phase("checkpoint_save"):
             if not bool(all_finite((params, opt_state))):
                 raise NonFiniteError(f"step {done}: the parameters or optimizer state hold non-finite values "
                                      f"after a finite step (an overflowing update); not saved. Lower train.lr "
                                      f"and resume from the last checkpoint")
-            self.ckpt.save(done, params, opt_state=opt_state, meta={**self.meta, "step": done},
-                           data_iter=self.data.iterator)
+            meta = {**self.meta, "step": done}
+            if local:
+                self.tier.save(done, params, opt_state, meta, self.data.iterator)
+            else:
+                self.ckpt.save(done, params, opt_state=opt_state, meta=meta, data_iter=self.data.iterator)
         self.clock.saved(done)
 
 
