@@ -143,3 +143,16 @@ def parse_arg(arg: str | None, **defaults):
         default = defaults[key]
         out[key] = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
     return out
+
+
+def smoke_stage(c: ml_collections.ConfigDict, stage: str) -> None:
+    """A model line's training stage shrunk to seconds on a CPU (`configs/<line>.py:tiny,smoke=1`,
+    for the README runbooks the tests run): a 1,024-token vocabulary, 6 steps of 8 rows, the long
+    stage at twice the base stage's context (the papers' 4x would only cost time here)."""
+    c.model.vocab_size = c.tokenizer.vocab_size = 1024
+    c.model.dtype = "float32"
+    c.data.heldout_fraction = 0.02
+    c.data.max_sample_tokens = 4096
+    c.train.update(batch_size=8, steps=6, warmup_steps=2 if stage == "base" else 0, log_every=2,
+                   eval_every=1000, eval_batches=1, checkpoint_every=1000)
+    c.train.seq_len = c.model.max_seq_len = 128 if stage == "base" else 256

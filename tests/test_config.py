@@ -36,9 +36,16 @@ def test_config_files_build_valid_models(file, sizes):
         run.optimizer()
 
 
-def test_config_file_presets_match_model_presets():
-    assert run_config.resolve(load("starcoder2").get_config("15b")).model == preset("starcoder2-15b")
-    assert run_config.resolve(load("deepseek_coder").get_config("33b")).model == preset("deepseek-coder-33b")
+@pytest.mark.parametrize("line,name", [("starcoder2", "starcoder2-15b"), ("deepseek_coder", "deepseek-coder-33b")])
+def test_config_file_presets_match_model_presets(line, name):
+    """The long-context stage is the released model; the base stage differs in RoPE and context only."""
+    import dataclasses
+
+    size = name.rsplit("-", 1)[1]
+    long = run_config.resolve(load(line).get_config(f"{size},stage=long")).model
+    base = run_config.resolve(load(line).get_config(size)).model
+    assert long == preset(name)
+    assert base.max_seq_len == 4096 and dataclasses.replace(base, rope=long.rope, max_seq_len=long.max_seq_len) == long
 
 
 def test_unknown_size_is_refused_with_choices():

@@ -16,7 +16,9 @@ MARKER = "<!-- runs here -->"
 # Runbook commands for real slices, at smoke size: the tiny model line on a 4-chip slice of the
 # same generation.
 SMOKE = [(r"configs/(\w+)\.py:[\d.]+b --dry_run_topology=(\w+):\S+", r"configs/\1.py:tiny --dry_run_topology=\2:2x2x1"),
-         (r"batch_size=\d+ --config\.train\.seq_len=\d+", "batch_size=4 --config.train.seq_len=256")]
+         (r"batch_size=\d+ --config\.train\.seq_len=\d+", "batch_size=4 --config.train.seq_len=256"),
+         # The long-context runbook's stages at smoke size.
+         (r"configs/(deepseek_coder|starcoder2)\.py:[\d.]+b(,stage=\w+)?(?= |$)", r"configs/\1.py:tiny\2,smoke=1")]
 
 
 def readme_blocks() -> list[list[str]]:
@@ -79,6 +81,12 @@ def test_readme_command_blocks_run(tmp_path):
     assert (ds13 / "continued" / "eval" / "step_12" / "results.json").exists()
     original = tmp_path / "hf" / "deepseek-coder-1.3b-base" / "tokenizer.json"
     assert (ds13 / "hf" / "tokenizer.json").read_bytes() == original.read_bytes()
+    # Stage 2 continued stage 1's checkpoint with the long-context RoPE.
+    from jaxcoder.train.checkpoint import read_meta
+
+    long = read_meta(tmp_path / "runs" / "deepseek-coder-tiny-16k" / "checkpoints")[1]
+    assert read_meta(tmp_path / "runs" / "deepseek-coder-tiny" / "checkpoints")[1]["model"]["rope"]["theta"] == 1e4
+    assert long["step"] == 6 and long["model"]["rope"]["theta"] == 1e5 and long["model"]["rope"]["factor"] == 4.0
     report = (demo / "report.md").read_text()
     assert (demo / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for section in ("## Data", "## Training", "## Evaluation", "## Hugging Face export"):

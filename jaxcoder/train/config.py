@@ -20,9 +20,13 @@ def _optimizer(name: str):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = field(1000, ge=1)
-    # A checkpoint to start from when the workdir has none (continued pretraining, e.g. of an
-    # imported Hugging Face model); its model config must match this run's.
+    # A checkpoint to start from when the workdir has none: continued pretraining (e.g. of an
+    # imported Hugging Face model) or a training stage after another (e.g. 4K -> 16K context). Its
+    # model config must match this run's except for RoPE and execution fields (dtype, remat, ...).
     init_from: str | None = None
+    # With init_from: "reset" starts a fresh optimizer state; "keep" carries the checkpoint's Adam
+    # moments and step count, and this run's learning-rate schedule starts at its own step 0.
+    init_optimizer: str = field("reset", choices=("reset", "keep"))
     batch_size: int = field(8, ge=1)  # the global batch, in rows
     seq_len: int = field(256, ge=1)
     lr: float = _optimizer("lr")

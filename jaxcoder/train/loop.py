@@ -30,7 +30,7 @@ from jaxcoder.train.emergency import LocalTier
 from jaxcoder.train.goodput import Goodput, read_attempts, summarize
 from jaxcoder.train.guard import Guard, NonFiniteError, all_finite
 from jaxcoder.train.metrics import MetricWriter, device_peak_tflops, mfu
-from jaxcoder.train.optimizer import learning_rate
+from jaxcoder.train.optimizer import learning_rate, restart_schedule
 from jaxcoder.train.profile import Profiler
 from jaxcoder.train.setup import Setup, setup
 from jaxcoder.train.step import make_train_step
@@ -72,30 +72,60 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _init_from(directory: str, st: Setup, tokenizer_sha256: str, data_dir: str):
-    """Parameters of another checkpoint (e.g. an imported Hugging Face model) as the starting point
-    of this run, restored straight onto this run's shardings; the model configs must agree."""
+# Fields a run started from another checkpoint may change: execution choices, and the positions'
+# function (a long-context stage's RoPE). Anything else changes shapes or the network.
+_STAGE_FREE = {"dtype", "param_dtype", "remat", "scan_layers", "attention_impl", "max_seq_len", "rope"}
+
+
+def _init_from(run: RunConfig, st: Setup, tokenizer_sha256: str):
+    """Parameters of another checkpoint (an imported Hugging Face model, an earlier training
+    stage) as the starting point of this run, restored straight onto this run's shardings, with
+    a fresh optimizer state or (train.init_optimizer=keep) the checkpoint's."""
     from jaxcoder.train.checkpoint import read_meta
 
+    directory = run.train.init_from
     step, meta = read_meta(directory)
     theirs = ModelConfig.from_dict(meta["model"]).to_dict()
     ours = st.mcfg.to_dict()
-    # Execution choices may differ; anything that changes the function or the shapes may not.
-    free = {"dtype", "param_dtype", "remat", "scan_layers", "attention_impl", "max_seq_len"}
-    differ = sorted(k for k in ours if k not in free and ours.get(k) != theirs.get(k))
+    differ = sorted(k for k in ours if k not in _STAGE_FREE and ours.get(k) != theirs.get(k))
     if differ:
         raise ValueError(f"train.init_from={directory}: model fields differ from the checkpoint's: " + ", ".join(
-            f"model.{k}={ours.get(k)!r} (checkpoint: {theirs.get(k)!r})" for k in differ))
+            f"model.{k}={ours.get(k)!r} (checkpoint: {theirs.get(k)!r})" for k in differ)
+            + "; only RoPE and execution fields may change between stages")
     theirs_tok = checkpoint_tokenizer(directory, meta)
     theirs_sha = theirs_tok.sha256() if theirs_tok else meta.get("tokenizer_sha256")
     if theirs_sha not in (None, tokenizer_sha256):
-        raise ValueError(f"train.init_from={directory} was trained with its own tokenizer, but {data_dir} was "
-                         f"tokenized with another; prepare the data with its tokenizer: jaxcoder data prepare "
-                         f"--config.tokenizer.path={directory} --config.data.prepared_dir=...")
-    params_t, _ = shard_lib.abstract_state(st.mcfg, st.optimizer, st.sh)
-    _, params, _, _ = Checkpointer(directory, read_only=True).restore(step, params_target=params_t)
-    opt_state = jax.jit(st.optimizer.init, out_shardings=st.sh.opt_state)(params)
+        raise ValueError(f"train.init_from={directory} was trained with its own tokenizer, but "
+                         f"{run.data.prepared_dir} was tokenized with another; prepare the data with its tokenizer: "
+                         f"jaxcoder data prepare --config.tokenizer.path={directory} --config.data.prepared_dir=...")
+    params_t, opt_t = shard_lib.abstract_state(st.mcfg, st.optimizer, st.sh)
+    ckpt = Checkpointer(directory, read_only=True)
+    keep = run.train.init_optimizer == "keep"
+    if keep and not ckpt.has_item(step, "opt_state"):
+        raise ValueError(f"train.init_optimizer='keep', but {directory} step {step} has no optimizer state (an "
+                         f"imported model?); use train.init_optimizer=reset")
+    _, params, opt_state, _ = ckpt.restore(step, params_target=params_t, opt_state_target=opt_t if keep else None)
+    if keep:
+        opt_state = jax.jit(restart_schedule, out_shardings=st.sh.opt_state)(opt_state)
+    else:
+        opt_state = jax.jit(st.optimizer.init, out_shardings=st.sh.opt_state)(params)
+    changed = [f"{k} {a} -> {b}" for k, (a, b) in _changes(theirs, ours).items()
+               if k.split(".")[0] in _STAGE_FREE - {"dtype", "param_dtype", "remat", "scan_layers"}]
+    _print(f"initialised from {directory} step {step} ({'its' if keep else 'fresh'} optimizer state, this run's "
+           f"schedule from step 0)" + (f"; changed: {', '.join(changed)}" if changed else ""))
     return params, opt_state
+
+
+def _changes(before: dict, after: dict, prefix: str = "") -> dict[str, tuple]:
+    """Differing fields of two nested config dicts, by dotted name."""
+    out = {}
+    for k in sorted(set(before) | set(after)):
+        a, b = before.get(k), after.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_changes(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = (a, b)
+    return out
 
 
 @dataclasses.dataclass
@@ -141,8 +171,7 @@ def _start(run: RunConfig, st: Setup, data: _Data, ckpt: Checkpointer, tier: Loc
     local = _local_step(tier, start)
     if start is None and local is None and run.train.init_from:
         with clock.phase("checkpoint_restore"):
-            params, opt_state = _init_from(run.train.init_from, st, data.sha256, run.data.prepared_dir)
-        _print(f"initialised from {run.train.init_from} (fresh optimizer state, step 0)")
+            params, opt_state = _init_from(run, st, data.sha256)
         return params, opt_state, 0
     if start is None and local is None:
         params, opt_state = shard_lib.init_state(st.mcfg, st.optimizer, st.sh, run.seed)

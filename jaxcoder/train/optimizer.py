@@ -19,7 +19,9 @@ class OptimizerConfig:
     min_lr_ratio: float = field(0.1, ge=0, le=1)  # StarCoder decays to 10% of the peak
     warmup_steps: int = field(100, ge=0)
     total_steps: int = field(1000, ge=1)  # train.steps
-    schedule: str = field("cosine", choices=("cosine", "linear", "wsd", "constant"))  # wsd: warmup-stable-decay
+    # wsd: warmup-stable-decay; multistep: DeepSeek-LLM's (and -Coder's) peak until 80% of the steps,
+    # then sqrt(min_lr_ratio) of it until 90%, then min_lr_ratio of it
+    schedule: str = field("cosine", choices=("cosine", "linear", "wsd", "multistep", "constant"))
     stable_fraction: float = field(0.8, ge=0, le=1)  # wsd: fraction of all steps held at the peak
     b1: float = field(0.9, ge=0, lt=1)
     b2: float = field(0.95, ge=0, lt=1)
@@ -44,6 +46,10 @@ def learning_rate(cfg: OptimizerConfig) -> optax.Schedule:
         decay = optax.join_schedules(
             [optax.constant_schedule(cfg.lr), optax.linear_schedule(cfg.lr, floor, max(decay_steps - stable, 1))],
             [stable])
+    elif cfg.schedule == "multistep":
+        step = cfg.min_lr_ratio ** 0.5
+        decay = optax.piecewise_constant_schedule(cfg.lr, {int(f * cfg.total_steps) - cfg.warmup_steps: step
+                                                           for f in (0.8, 0.9)})
     else:
         decay = optax.constant_schedule(cfg.lr)
     warmup = optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1))
@@ -69,3 +75,15 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
         optax.adamw(learning_rate(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                     mask=lambda p: decay_mask(p, cfg.decay_embeddings)),
     )
+
+
+def restart_schedule(opt_state):
+    """The optimizer state with its learning-rate schedule's step count at 0 and everything else
+    (Adam's moments and its own count, which its bias correction needs) kept: a new training stage
+    runs its own schedule on the previous stage's moments."""
+    def restart(node):
+        if isinstance(node, optax.ScaleByScheduleState):
+            return node._replace(count=jax.numpy.zeros_like(node.count))
+        return node
+
+    return jax.tree.map(restart, opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
