@@ -44,25 +44,25 @@ def _long_stage(base, workdir, **train):
     return cfg
 
 
-@pytest.mark.parametrize("optimizer", ["keep", "reset"])
-def test_a_4k_run_continues_at_16k_with_new_rope_and_mixture(base_stage, tmp_path, capsys, optimizer):
+def test_a_4k_run_continues_at_16k_with_new_rope_and_mixture(base_stage, tmp_path, capsys):
+    """(train.init_optimizer=reset, the default, is the continued-pretraining runbook's path.)"""
     from jaxcoder.train.checkpoint import read_meta
     from jaxcoder.train.loop import train
 
-    cfg = _long_stage(base_stage, tmp_path / "long", init_optimizer=optimizer)
+    cfg = _long_stage(base_stage, tmp_path / "long", init_optimizer="keep")
     summary = train(resolve(cfg))
     assert [h["step"] for h in summary["history"]] == [1, 2]
     assert all(np.isfinite(h["loss"]) for h in summary["history"])
     out = capsys.readouterr().out
-    assert f"initialised from {base_stage.workdir}/checkpoints step 3 ({'its' if optimizer == 'keep' else 'fresh'} " \
-           "optimizer state, this run's schedule from step 0); changed: " in out
+    assert f"initialised from {base_stage.workdir}/checkpoints step 3 (its optimizer state, this run's schedule " \
+           "from step 0); changed: " in out
     assert ("changed: max_seq_len 64 -> 128, rope.factor 1.0 -> 4.0, rope.scaling none -> linear, rope.theta "
             "10000.0 -> 100000.0") in out
     _, meta = read_meta(f"{cfg.workdir}/checkpoints")
     assert meta["model"]["rope"]["theta"] == 1e5 and meta["model"]["rope"]["scaling"] == "linear"
-    # Kept: Adam's count goes on from stage 1's 3 steps (its bias correction stays settled) while
-    # the schedule counts this stage's 2; reset: both count 2.
-    assert _counts(Path(cfg.workdir) / "checkpoints", 2) == ([2, 5] if optimizer == "keep" else [2, 2])
+    # Adam's count goes on from stage 1's 3 steps (its bias correction stays settled) while the
+    # schedule counts this stage's 2.
+    assert _counts(Path(cfg.workdir) / "checkpoints", 2) == [2, 5]
 
 
 def test_a_shape_change_between_stages_is_refused_by_field(base_stage, tmp_path):
