@@ -11,6 +11,7 @@ import os
 import sysconfig
 
 from jaxcoder.config import base_config, parse_arg
+from jaxcoder.eval import multipl_e
 
 _PRESETS = {"deepseek": "deepseek-coder-tiny", "starcoder2": "starcoder2-tiny", "santacoder": "santacoder-tiny"}
 # Real multi-language code that ships with this machine; missing ones are skipped.
@@ -65,6 +66,10 @@ def get_config(arg=None):
     # 1,000 held-out lines: a small model's exact-match rate is a few percent, so the report's test
     # against the untrained model needs that many. Prompts as long as the FIM pieces trained on.
     c.eval.fim.update(limit=200, heldout_lines=1000, random_spans=100, max_new_tokens=48, max_context=128)
+    # A non-Python task: MultiPL-E-format problems written for the project (JavaScript and C++),
+    # compiled and run in the sandbox; the report's per-language table.
+    c.eval.tasks = (*c.eval.tasks, "multipl_e")
+    c.eval.multipl_e.update(path=multipl_e.DEMO, max_new_tokens=128)
     c.eval.perplexity_batches = 5
     c.eval.seq_len = 256
     if a.smoke:
@@ -82,5 +87,6 @@ def _smoke(c):
     c.tokenizer.vocab_size = c.model.vocab_size = 1024
     c.train.update(steps=12, log_every=4, eval_every=6, checkpoint_every=6, warmup_steps=2, eval_batches=2)
     c.eval.humaneval.update(limit=4, max_new_tokens=16)
+    c.eval.multipl_e.update(languages=("js",), limit=2, max_new_tokens=16)
     c.eval.fim.update(limit=6, heldout_lines=6, random_spans=4, max_new_tokens=8)
     c.eval.perplexity_batches = 1

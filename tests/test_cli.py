@@ -131,3 +131,13 @@ def test_every_python_folder_is_a_listed_package():
         name = mapped.get(folder, folder.replace("/", "."))
         assert name in listed, f"{folder} is not in pyproject's [tool.setuptools] packages"
         assert (init.parent / "__init__.py").exists(), f"{folder} has no __init__.py"
+    # Data files (the demo's problems) travel with their package.
+    import fnmatch
+
+    data = project.get("package-data", {})
+    for path in ROOT.glob("jaxcoder/**/*"):
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts:
+            package = next(d for d in path.parents if (d / "__init__.py").exists())
+            name, rel = package.relative_to(ROOT).as_posix().replace("/", "."), path.relative_to(package).as_posix()
+            assert any(fnmatch.fnmatch(rel, pattern) for pattern in data.get(name, ())), \
+                f"{path.relative_to(ROOT)} is not in pyproject's [tool.setuptools.package-data]"

@@ -92,3 +92,4 @@ def test_readme_command_blocks_run(tmp_path):
     for section in ("## Data", "## Training", "## Evaluation", "## Hugging Face export"):
         assert section in report
     assert "| untrained (same architecture, fresh weights) | trained (step 12) |" in report
+    assert "MultiPL-E, per language" in report and "| js | 2 | " in report  # a non-Python task ran

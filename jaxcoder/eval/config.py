@@ -24,6 +24,25 @@ class HumanEvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MultiplEConfig:
+    """The `multipl_e` task (eval/multipl_e.py): MultiPL-E records from a file or the hub."""
+
+    path: str = ""  # a .jsonl or .parquet of MultiPL-E records, or hf:nuprl/MultiPL-E
+    languages: tuple[str, ...] = ()  # MultiPL-E's names (cpp, java, js, rs, sh, pl, ...); empty: all in path
+    n_samples: int = field(1, ge=1)
+    temperature: float = field(0.0, ge=0)
+    top_p: float = field(0.95, gt=0, le=1)
+    max_new_tokens: int = field(512, ge=1)
+    limit: int = field(0, ge=0)  # the first N problems of each language (0 = all)
+    ks: tuple[int, ...] = (1,)
+
+    def __post_init__(self):
+        check(self, "eval.multipl_e")
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ConfigError(f"eval.multipl_e.ks must be positive integers; got {self.ks!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class FimEvalConfig:
     max_new_tokens: int = field(64, ge=1)
     limit: int = field(0, ge=0)
@@ -48,6 +67,7 @@ class EvalConfig:
     perplexity_batches: int = field(20, ge=1)  # per language
     sandbox_workers: int = field(2, ge=1)
     humaneval: HumanEvalConfig = HumanEvalConfig()
+    multipl_e: MultiplEConfig = MultiplEConfig()
     fim: FimEvalConfig = FimEvalConfig()
 
     def __post_init__(self):

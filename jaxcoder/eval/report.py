@@ -112,6 +112,29 @@ def _fim_comparison(trained: dict | None, untrained: dict | None) -> list[str]:
     return out
 
 
+def _per_language_lines(trained: dict | None, untrained: dict | None) -> list[str]:
+    """MultiPL-E pass@k per language, trained next to untrained, with the languages skipped."""
+    runs = {name: (r or {}).get("multipl_e") for name, r in (("untrained", untrained), ("trained", trained))}
+    langs = sorted({lang for m in runs.values() if m for lang in m["per_language"]})
+    if not langs:
+        return []
+    ks = sorted({k for m in runs.values() if m for r in m["per_language"].values() for k in r if k.startswith("pass@")},
+                key=lambda k: int(k.split("@")[1]))
+    lines = ["", "MultiPL-E, per language (programs compiled and run in the sandbox):", "",
+             "| language | problems | " + " | ".join(f"{k} untrained | {k} trained" for k in ks) + " |",
+             "|---|---:|" + "---:|" * (2 * len(ks))]
+    for lang in langs:
+        cells = [(runs[n] or {}).get("per_language", {}).get(lang, {}) for n in ("untrained", "trained")]
+        problems = next((c["problems"] for c in cells if c), 0)
+        lines.append(f"| {lang} | {problems} | " + " | ".join(f"{_fmt(cells[0].get(k))} | {_fmt(cells[1].get(k))}"
+                                                             for k in ks) + " |")
+    skipped = {lang: why for m in runs.values() if m for lang, why in m["skipped"].items()}
+    if skipped:
+        lines += ["", "Skipped (not runnable on the evaluating host): "
+                  + "; ".join(f"{lang}: {why}" for lang, why in sorted(skipped.items())) + "."]
+    return lines
+
+
 def _goodput_lines(work: Path) -> list[str]:
     from jaxcoder.train.goodput import PHASES, read_attempts, summarize
 
@@ -188,6 +211,7 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
         lines += [f"| metric | untrained (same architecture, fresh weights) | trained (step {step}) |",
                   "|---|---:|---:|"]
         lines += [f"| {name} | {_fmt(u.get(name))} | {_fmt(t.get(name))} |" for name in dict.fromkeys([*u, *t])]
+        lines += _per_language_lines(trained, untrained)
         fim = _fim_comparison(trained, untrained)
         if fim:
             lines += ["", "Fill-in-the-middle exact matches (after stripping whitespace, as bigcode's harness "

@@ -90,6 +90,12 @@ def table(results: dict) -> str:
         for k, v in h.items():
             if k.startswith("pass@"):
                 rows.append((f"HumanEval ({h['problems']} problems, n={h['samples_per_problem']})", k, f"{v:.4f}"))
+    if "multipl_e" in results:
+        m = results["multipl_e"]
+        for lang, r in m["per_language"].items():
+            rows += [(f"MultiPL-E {lang} ({r['problems']} problems, n={m['samples_per_problem']})", k, f"{v:.4f}")
+                     for k, v in r.items() if k.startswith("pass@")]
+        rows += [(f"MultiPL-E {lang}", "skipped", why) for lang, why in m["skipped"].items()]
     for task in FIM_TASKS:
         if task in results:
             rows.append((f"{task} ({results[task]['tasks']} tasks)", "exact match",

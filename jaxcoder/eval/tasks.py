@@ -20,7 +20,7 @@ from tqdm import tqdm
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
-from jaxcoder.eval import humaneval, infilling, perplexity
+from jaxcoder.eval import humaneval, infilling, languages, multipl_e, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
 from jaxcoder.eval.store import SampleStore
@@ -139,6 +139,52 @@ def humaneval_task(ctx: EvalContext) -> dict:
         by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
     return {"problems": len(probs), "samples_per_problem": h.n_samples, "temperature": h.temperature,
             "top_p": h.top_p, **humaneval.mean_pass_at_k(list(by_problem.values()), tuple(h.ks))}
+
+
+@register("multipl_e")
+def multipl_e_task(ctx: EvalContext) -> dict:
+    """MultiPL-E's problems per language: n samples each, compiled and run in the sandbox; pass@k
+    per language. Languages this host cannot run are skipped and listed with the reason."""
+    m, e = ctx.run.eval.multipl_e, ctx.run.eval
+    if not m.path:
+        raise ValueError("eval.tasks has multipl_e but eval.multipl_e.path is empty; give a MultiPL-E JSONL or "
+                         f"Parquet file (e.g. the demo's {multipl_e.DEMO}) or hf:nuprl/MultiPL-E")
+    records = multipl_e.load(m.path, m.languages)
+    if not records:
+        raise ValueError(f"eval.multipl_e.path={m.path} has no problems in eval.multipl_e.languages={m.languages}")
+    by_lang: dict[str, list[dict]] = {}
+    for r in records:
+        by_lang.setdefault(r["language"], []).append(r)
+    status = languages.available()
+    skipped = {lang: status.get(lang) or f"no runner for it (jaxcoder runs {', '.join(languages.LANGUAGES)})"
+               for lang in by_lang if status.get(lang, "unknown") is not None}
+    for lang, why in skipped.items():
+        tqdm.write(f"multipl_e: skipping {lang} ({len(by_lang[lang])} problems): {why}")
+    sampling = SamplingConfig(max_new_tokens=m.max_new_tokens, temperature=m.temperature, top_p=m.top_p,
+                              seed=ctx.run.seed)
+    tag = f"t{m.temperature}_p{m.top_p}_m{m.max_new_tokens}"
+    per_language = {}
+    for lang, recs in sorted(by_lang.items()):
+        if lang in skipped:
+            continue
+        recs = recs[: m.limit or None]
+        keyed = [(f"mpe/{lang}/{tag}/{r['name']}/{j}", r) for r in recs for j in range(m.n_samples)]
+        for stops in {tuple(r["stop_tokens"]) for r in recs}:  # one generation call per stop set
+            ctx.generate([(k, ctx.tokenizer.encode_prompt(r["prompt"])) for k, r in keyed
+                          if tuple(r["stop_tokens"]) == stops], sampling, stops, f"multipl_e {lang}: generate")
+        todo = [(k, r) for k, r in keyed if f"exec/{k}" not in ctx.store]
+        sandbox = SandboxConfig(workers=e.sandbox_workers)
+        for i in tqdm(range(0, len(todo), 16), desc=f"multipl_e {lang}: execute", unit="batch", mininterval=1.0):
+            chunk = todo[i:i + 16]
+            results = languages.run_programs(lang, [multipl_e.program(r, ctx.store[k]) for k, r in chunk], sandbox)
+            for (k, _), res in zip(chunk, results, strict=True):
+                ctx.store.put(f"exec/{k}", res.status)
+        correct: dict[str, list[bool]] = {r["name"]: [] for r in recs}
+        for k, r in keyed:
+            correct[r["name"]].append(ctx.store[f"exec/{k}"] == "passed")
+        per_language[lang] = {"problems": len(recs), **humaneval.mean_pass_at_k(list(correct.values()), m.ks)}
+    return {"samples_per_problem": m.n_samples, "temperature": m.temperature, "per_language": per_language,
+            "skipped": skipped}
 
 
 def _fim_items(ctx: EvalContext, name: str) -> tuple[list[dict], tuple[str, ...]]:

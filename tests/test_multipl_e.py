@@ -1,0 +1,100 @@
+"""The `multipl_e` task: MultiPL-E records from JSONL or Parquet, programs built as MultiPL-E builds
+them and run per language, pass@k per language, unrunnable languages skipped and named; the
+problems shipped for the demo are right (their reference completions pass, wrong ones fail)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxcoder.eval import humaneval, languages, multipl_e
+
+# Reference completions of the shipped problems (what a correct model writes after the prompt).
+REFERENCE = {
+    ("js", "jaxcoder_0_add"): "  return x + y;\n}",
+    ("js", "jaxcoder_1_max_element"): "  return Math.max(...l);\n}",
+    ("js", "jaxcoder_2_is_palindrome"): "  return text === text.split('').reverse().join('');\n}",
+    ("js", "jaxcoder_3_count_vowels"): "  return [...s].filter(c => 'aeiou'.includes(c)).length;\n}",
+    ("cpp", "jaxcoder_0_add"): "    return x + y;",
+    ("cpp", "jaxcoder_1_max_element"): "    return *std::max_element(l.begin(), l.end());",
+}
+WRONG = {"js": "  return 0;\n}", "cpp": "    return 0;"}
+
+
+def test_the_shipped_problems_pass_with_reference_completions_and_fail_with_wrong_ones():
+    records = multipl_e.load(multipl_e.DEMO)
+    assert {(r["language"], r["name"]) for r in records} == set(REFERENCE)
+    for lang in ("js", "cpp"):
+        if languages.available()[lang]:
+            pytest.skip(f"{lang}: {languages.available()[lang]}")
+        recs = [r for r in records if r["language"] == lang]
+        programs = [multipl_e.program(r, REFERENCE[lang, r["name"]]) for r in recs]
+        programs += [multipl_e.program(r, WRONG[lang]) for r in recs]
+        status = [r.status for r in languages.run_programs(lang, programs)]
+        assert status == ["passed"] * len(recs) + ["failed"] * len(recs), (lang, status)
+
+
+def test_records_load_from_jsonl_and_parquet_and_bad_ones_name_the_field(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = multipl_e.load(multipl_e.DEMO, ("cpp",))
+    assert [r["name"] for r in records] == ["jaxcoder_0_add", "jaxcoder_1_max_element"]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "cpp.parquet")
+    assert multipl_e.load(str(tmp_path / "cpp.parquet")) == records
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"name": "x", "language": "js", "prompt": "p"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl row 0: a MultiPL-E record needs the fields name, language, "
+                                         r"prompt, tests, stop_tokens; missing tests, stop_tokens"):
+        multipl_e.load(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(ValueError, match="eval.multipl_e.languages names rs, but .*multipl_e_demo.jsonl has problems "
+                                         "in cpp, js only"):
+        multipl_e.load(multipl_e.DEMO, ("js", "rs"))
+    with pytest.raises(ValueError, match="no such file"):
+        multipl_e.load(str(tmp_path / "missing.jsonl"))
+
+
+class _Tokenizer:
+    def encode_prompt(self, text: str) -> list[int]:
+        return [len(text)]
+
+
+def test_the_task_scores_each_language_and_skips_what_cannot_run(tmp_path):
+    """Two samples per problem: add right twice, max_element right once (pass@1 = (1 + 1/2) / 2),
+    and a language without a runner skipped with its reason."""
+    import dataclasses
+
+    from jaxcoder.config import base_config, resolve
+    from jaxcoder.eval.store import SampleStore
+    from jaxcoder.eval.tasks import TASKS, EvalContext
+
+    if languages.available()["cpp"]:
+        pytest.skip(languages.available()["cpp"])
+    records = multipl_e.load(multipl_e.DEMO, ("cpp",))
+    records.append({**records[0], "language": "cobol"})
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = base_config("deepseek-coder-tiny")
+    cfg.eval.multipl_e.update(path=str(path), n_samples=2, ks=(1, 2))
+    samples = {"jaxcoder_0_add": [REFERENCE["cpp", "jaxcoder_0_add"]] * 2,
+               "jaxcoder_1_max_element": [REFERENCE["cpp", "jaxcoder_1_max_element"] + "\n}\nint x;", WRONG["cpp"]]}
+
+    @dataclasses.dataclass
+    class Context(EvalContext):
+        def generate(self, jobs, sampling, stop, desc):
+            for key, _ in jobs:
+                _, lang, _, name, j = key.split("/")
+                self.store.put(key, humaneval_truncate(samples[name][int(j)], stop))
+
+    from jaxcoder.eval.generate import truncate as humaneval_truncate
+
+    store = SampleStore(tmp_path / "samples.jsonl")
+    ctx = Context(run=resolve(cfg), checkpoint="", mcfg=None, params=None, tokenizer=_Tokenizer(), layout="deepseek",
+                  store=store)
+    out = TASKS["multipl_e"](ctx)
+    store.close()
+    cpp = out["per_language"]["cpp"]
+    assert cpp["problems"] == 2
+    assert cpp["pass@1"] == pytest.approx((humaneval.pass_at_k(2, 2, 1) + humaneval.pass_at_k(2, 1, 1)) / 2) == 0.75
+    assert cpp["pass@2"] == pytest.approx(1.0)
+    assert list(out["skipped"]) == ["cobol"] and "no runner for it" in out["skipped"]["cobol"]
