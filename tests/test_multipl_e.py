@@ -1,6 +1,7 @@
 """The `multipl_e` task: MultiPL-E records from JSONL or Parquet, programs built as MultiPL-E builds
 them and run per language, pass@k per language, unrunnable languages skipped and named; the
-problems shipped for the demo are right (their reference completions pass, wrong ones fail)."""
+problems shipped for the demo are right (their reference completions pass, wrong ones fail);
+generations round-trip through bigcode-evaluation-harness's file layout."""
 
 from __future__ import annotations
 
@@ -98,3 +99,41 @@ def test_the_task_scores_each_language_and_skips_what_cannot_run(tmp_path):
     assert cpp["pass@1"] == pytest.approx((humaneval.pass_at_k(2, 2, 1) + humaneval.pass_at_k(2, 1, 1)) / 2) == 0.75
     assert cpp["pass@2"] == pytest.approx(1.0)
     assert list(out["skipped"]) == ["cobol"] and "no runner for it" in out["skipped"]["cobol"]
+
+    # The harness's layout: per problem, its generations as prompt + completion. Scoring that file
+    # (as one the harness wrote) without a model gives the same numbers.
+    from jaxcoder.eval import runner
+
+    written = json.loads((tmp_path / "generations_multiple-cpp.json").read_text())
+    assert written == [[records[0]["prompt"] + REFERENCE["cpp", "jaxcoder_0_add"]] * 2,
+                       [records[1]["prompt"] + REFERENCE["cpp", "jaxcoder_1_max_element"],
+                        records[1]["prompt"] + WRONG["cpp"]]]
+    cfg.eval.multipl_e.languages = ("cpp",)
+    cfg.eval.tasks = ("multipl_e",)
+    cfg.workdir = str(tmp_path / "scored")
+    again = runner.score_generations(resolve(cfg), str(tmp_path / "generations_multiple-cpp.json"))
+    assert again["multipl_e"]["per_language"] == out["per_language"]
+    assert (tmp_path / "scored" / "eval" / "harness_generations_multiple-cpp" / "results.json").exists()
+
+
+def test_a_harness_humaneval_file_is_scored_without_a_model(tmp_path):
+    """The harness's own file for its first 3 HumanEval problems, 2 generations each (the canonical
+    solution, then `pass`): pass@1 0.5, pass@2 1.0; a generation of another task is refused."""
+    from jaxcoder.config import base_config, resolve
+    from jaxcoder.eval import runner
+
+    probs = humaneval.problems()[:3]
+    rows = [[humaneval.prompt(p) + humaneval.canonical_completion(p), humaneval.prompt(p) + "\n    pass\n"]
+            for p in probs]
+    (tmp_path / "generations_humaneval.json").write_text(json.dumps(rows))
+    cfg = base_config("deepseek-coder-tiny")
+    cfg.workdir = str(tmp_path)
+    cfg.eval.tasks = ("humaneval",)
+    cfg.eval.humaneval.ks = (1, 2)
+    out = runner.score_generations(resolve(cfg), str(tmp_path / "generations_humaneval.json"))["humaneval"]
+    assert out["problems"] == 3 and out["samples_per_problem"] == 2
+    assert out["pass@1"] == pytest.approx(0.5) and out["pass@2"] == pytest.approx(1.0)
+    rows[1][0] = "def f():\n    return 1\n"
+    (tmp_path / "other.json").write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match="other.json: problem 1 generation 0 does not start with the task's prompt"):
+        runner.score_generations(resolve(cfg), str(tmp_path / "other.json"))

@@ -18,9 +18,20 @@ UNTRAINED = flags.DEFINE_bool("untrained", False, "Evaluate the checkpoint's arc
                               "initialised weights instead (the baseline; results under eval/untrained_seed<seed>).")
 
 
+LOAD_GENERATIONS = flags.DEFINE_string(
+    "load_generations", None, "Score a bigcode-evaluation-harness generations file (its --save_generations "
+    "output) in our sandbox instead of generating: eval.tasks names its task; no checkpoint needed.")
+
+
 def main(argv):
     del argv
     run = common.require_config()
+    if LOAD_GENERATIONS.value:
+        results = runner.score_generations(run, LOAD_GENERATIONS.value)
+        print(f"eval of {LOAD_GENERATIONS.value} (sandbox isolation: {results['sandbox_isolation']}; "
+              f"{results['seconds']} s):")
+        print(runner.table(results))
+        return
     ckpt = common.require(common.CHECKPOINT, "the checkpoint to evaluate")
     results = runner.run(run, ckpt, common.STEP.value, untrained=UNTRAINED.value)
     what = "untrained baseline" if UNTRAINED.value else f"step {results['step']}"

@@ -40,6 +40,35 @@ def _model(run: RunConfig, checkpoint: str, step: int | None, untrained: bool):
     return mcfg, jax.device_get(F.init_params(mcfg, run.seed)), meta
 
 
+def score_generations(run: RunConfig, path: str) -> dict:
+    """Scores a bigcode-evaluation-harness generations file (`harness.py`) in our sandbox, for the
+    one generation task in eval.tasks (`humaneval`, or `multipl_e` with one language); no model is
+    loaded. Results under `<eval.out_dir>/harness_<file name>/`."""
+    tasks = tuple(run.eval.tasks)
+    one_language = len(run.eval.multipl_e.languages) == 1
+    if tasks not in (("humaneval",), ("multipl_e",)) or (tasks == ("multipl_e",) and not one_language):
+        raise ValueError(f"--load_generations={path}: set eval.tasks to the file's task, ('humaneval',) or "
+                         f"('multipl_e',) with one eval.multipl_e.languages; got eval.tasks={tasks}")
+    out_dir = Path(run.eval.out_dir or Path(run.workdir) / "eval") / f"harness_{Path(path).stem}"
+    store = SampleStore(out_dir / "samples.jsonl")
+    ctx = EvalContext(run=run, checkpoint=str(path), mcfg=None, params=None, tokenizer=None,
+                      layout=run.tokenizer.layout, store=store, loaded=str(path))
+    return _run_tasks(ctx, tasks, {"generations": str(path), "step": 0, "untrained": False}, out_dir)
+
+
+def _run_tasks(ctx: EvalContext, tasks: tuple[str, ...], results: dict, out_dir: Path) -> dict:
+    results["sandbox_isolation"] = describe(isolation())
+    start = time.perf_counter()
+    try:
+        for name in tasks:
+            results[name] = TASKS[name](ctx)
+    finally:
+        ctx.store.close()
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
 def run(run: RunConfig, checkpoint: str, step: int | None = None, untrained: bool = False) -> dict:
     """Evaluates `checkpoint` (latest step unless `step`) on eval.tasks. With `untrained`, the same
     architecture and tokenizer with freshly initialised weights: the baseline a trained model must beat."""
@@ -64,17 +93,8 @@ def run(run: RunConfig, checkpoint: str, step: int | None = None, untrained: boo
     store = SampleStore(out_dir / "samples.jsonl")
     ctx = EvalContext(run=run, checkpoint=str(checkpoint), mcfg=mcfg, params=params, tokenizer=tok,
                       layout=recorded_layout(meta) or run.tokenizer.layout, store=store, mesh=mesh)
-    results: dict = {"checkpoint": str(checkpoint), "step": 0 if untrained else step, "untrained": untrained,
-                     "sandbox_isolation": describe(isolation())}
-    start = time.perf_counter()
-    try:
-        for name in tasks:
-            results[name] = TASKS[name](ctx)
-    finally:
-        store.close()
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    return results
+    return _run_tasks(ctx, tasks, {"checkpoint": str(checkpoint), "step": 0 if untrained else step,
+                                   "untrained": untrained}, out_dir)
 
 
 def table(results: dict) -> str:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
-from jaxcoder.eval import humaneval, infilling, languages, multipl_e, perplexity
+from jaxcoder.eval import harness, humaneval, infilling, languages, multipl_e, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, truncate
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
 from jaxcoder.eval.store import SampleStore
@@ -54,14 +54,22 @@ class EvalContext:
     layout: str  # the FIM token set of the model's training run
     store: SampleStore
     mesh: Any = None  # generation is sharded over it when there are several devices
+    loaded: str | None = None  # a bigcode-harness generations file to score instead of generating
     _heldout: list[str] | None = None
 
-    def generate(self, jobs: Sequence[tuple[str, list[int]]], sampling: SamplingConfig, stop: Sequence[str],
+    @property
+    def out_dir(self) -> Path:
+        return self.store.path.parent
+
+    def generate(self, jobs: Sequence[tuple[str, str | list[int]]], sampling: SamplingConfig, stop: Sequence[str],
                  desc: str) -> None:
-        """Generates the jobs (key, prompt ids) whose key is not in the store yet, in batches of
-        eval.batch_size; each completion is stored cut at its first stop string."""
+        """Generates the jobs (key, prompt text or ids) whose key is not in the store yet, in
+        batches of eval.batch_size; each completion is stored cut at its first stop string."""
+        pending = [(k, p if isinstance(p, list) else self.tokenizer.encode_prompt(p))
+                   for k, p in jobs if k not in self.store]
+        if not pending:
+            return
         decode = self.tokenizer.decode
-        pending = [(k, p) for k, p in jobs if k not in self.store]
         size = self.run.eval.batch_size
         batches = [pending[i:i + size] for i in range(0, len(pending), size)]
         check = (lambda i, toks: any(s in decode(toks) for s in stop)) if stop else None
@@ -116,6 +124,26 @@ def perplexity_task(ctx: EvalContext) -> dict:
     return {"overall": perplexity.overall(per_lang), "per_language": per_lang}
 
 
+def _samples(ctx: EvalContext, keys: list[str], prompts: list[str], n: int) -> tuple[int, int]:
+    """With a harness file loaded (`ctx.loaded`): its completions stored under the task's keys
+    (`keys[i]` + `/<sample>`). Returns (problems covered, samples per problem): the file's, else
+    all of them and `n`."""
+    if not ctx.loaded:
+        return len(keys), n
+    loaded = harness.read(ctx.loaded, prompts)
+    n = len(loaded[0]) if loaded else 0
+    for key, completions in zip(keys, loaded, strict=False):
+        for j, c in enumerate(completions):
+            if f"{key}/{j}" not in ctx.store:
+                ctx.store.put(f"{key}/{j}", c)
+    return len(loaded), n
+
+
+def _write_harness(ctx: EvalContext, name: str, keys: list[str], prompts: list[str], n: int) -> None:
+    harness.write(ctx.out_dir / f"generations_{name}.json", prompts,
+                  [[ctx.store[f"{k}/{j}"] for j in range(n)] for k in keys])
+
+
 @register("humaneval")
 def humaneval_task(ctx: EvalContext) -> dict:
     """The 164 problems (eval.humaneval.limit first), n samples each, run in the sandbox; pass@k."""
@@ -124,9 +152,12 @@ def humaneval_task(ctx: EvalContext) -> dict:
                               seed=ctx.run.seed)
     probs = humaneval.problems()[: h.limit or None]
     tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
-    keyed = [(f"he/{tag}/{p['task_id']}/{j}", p) for p in probs for j in range(h.n_samples)]
-    ctx.generate([(k, ctx.tokenizer.encode_prompt(humaneval.prompt(p))) for k, p in keyed], sampling,
-                 humaneval.STOP_WORDS, "humaneval: generate")
+    keys, prompts = [f"he/{tag}/{p['task_id']}" for p in probs], [humaneval.prompt(p) for p in probs]
+    count, n = _samples(ctx, keys, prompts, h.n_samples)
+    probs, keys, prompts = probs[:count], keys[:count], prompts[:count]
+    keyed = [(f"{k}/{j}", p) for k, p in zip(keys, probs, strict=True) for j in range(n)]
+    ctx.generate([(k, humaneval.prompt(p)) for k, p in keyed], sampling, humaneval.STOP_WORDS, "humaneval: generate")
+    _write_harness(ctx, "humaneval", keys, prompts, n)
     sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=e.sandbox_workers)
     todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
     for i in tqdm(range(0, len(todo), 16), desc="humaneval: execute", unit="batch", mininterval=1.0):
@@ -137,7 +168,7 @@ def humaneval_task(ctx: EvalContext) -> dict:
     by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in probs}
     for k, p in keyed:
         by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
-    return {"problems": len(probs), "samples_per_problem": h.n_samples, "temperature": h.temperature,
+    return {"problems": len(probs), "samples_per_problem": n, "temperature": h.temperature,
             "top_p": h.top_p, **humaneval.mean_pass_at_k(list(by_problem.values()), tuple(h.ks))}
 
 
@@ -163,15 +194,19 @@ def multipl_e_task(ctx: EvalContext) -> dict:
     sampling = SamplingConfig(max_new_tokens=m.max_new_tokens, temperature=m.temperature, top_p=m.top_p,
                               seed=ctx.run.seed)
     tag = f"t{m.temperature}_p{m.top_p}_m{m.max_new_tokens}"
-    per_language = {}
+    per_language, n = {}, m.n_samples
     for lang, recs in sorted(by_lang.items()):
         if lang in skipped:
             continue
         recs = recs[: m.limit or None]
-        keyed = [(f"mpe/{lang}/{tag}/{r['name']}/{j}", r) for r in recs for j in range(m.n_samples)]
+        keys = [f"mpe/{lang}/{tag}/{r['name']}" for r in recs]
+        count, n = _samples(ctx, keys, [r["prompt"] for r in recs], m.n_samples)
+        recs, keys = recs[:count], keys[:count]
+        keyed = [(f"{k}/{j}", r) for k, r in zip(keys, recs, strict=True) for j in range(n)]
         for stops in {tuple(r["stop_tokens"]) for r in recs}:  # one generation call per stop set
-            ctx.generate([(k, ctx.tokenizer.encode_prompt(r["prompt"])) for k, r in keyed
-                          if tuple(r["stop_tokens"]) == stops], sampling, stops, f"multipl_e {lang}: generate")
+            ctx.generate([(k, r["prompt"]) for k, r in keyed if tuple(r["stop_tokens"]) == stops], sampling, stops,
+                         f"multipl_e {lang}: generate")
+        _write_harness(ctx, harness.task_name("multipl_e", lang), keys, [r["prompt"] for r in recs], n)
         todo = [(k, r) for k, r in keyed if f"exec/{k}" not in ctx.store]
         sandbox = SandboxConfig(workers=e.sandbox_workers)
         for i in tqdm(range(0, len(todo), 16), desc=f"multipl_e {lang}: execute", unit="batch", mininterval=1.0):
@@ -183,7 +218,7 @@ def multipl_e_task(ctx: EvalContext) -> dict:
         for k, r in keyed:
             correct[r["name"]].append(ctx.store[f"exec/{k}"] == "passed")
         per_language[lang] = {"problems": len(recs), **humaneval.mean_pass_at_k(list(correct.values()), m.ks)}
-    return {"samples_per_problem": m.n_samples, "temperature": m.temperature, "per_language": per_language,
+    return {"samples_per_problem": n, "temperature": m.temperature, "per_language": per_language,
             "skipped": skipped}
 
 
