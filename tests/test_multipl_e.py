@@ -45,7 +45,7 @@ def test_records_load_from_jsonl_and_parquet_and_bad_ones_name_the_field(tmp_pat
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "cpp.parquet")
     assert multipl_e.load(str(tmp_path / "cpp.parquet")) == records
     (tmp_path / "bad.jsonl").write_text(json.dumps({"name": "x", "language": "js", "prompt": "p"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl row 0: a MultiPL-E record needs the fields name, language, "
+    with pytest.raises(ValueError, match=r"bad.jsonl row 0: a record needs the fields name, language, "
                                          r"prompt, tests, stop_tokens; missing tests, stop_tokens"):
         multipl_e.load(str(tmp_path / "bad.jsonl"))
     with pytest.raises(ValueError, match="eval.multipl_e.languages names rs, but .*multipl_e_demo.jsonl has problems "

@@ -53,6 +53,10 @@ class FimEvalConfig:
     languages: tuple[str, ...] = ()
     # the prompt order; spm needs a model trained with data.fim.spm_rate > 0
     mode: str = field("psm", choices=("psm", "spm"))
+    # santacoder_fim: the benchmark's rows (a .jsonl/.parquet, or hf:bigcode/santacoder-fim-task)
+    # and its languages to score (py, js, java; empty: all in the file)
+    santacoder_path: str = ""
+    santacoder_languages: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(self, "eval.fim")

@@ -81,3 +81,17 @@ def fim_prompt(tokenizer, ids: FimTokens, prefix: str, suffix: str, max_context:
 
 def exact_match(generated: str, reference: str) -> bool:
     return generated.strip() == reference.strip()
+
+
+SANTACODER_FIELDS = ("name", "language", "prompt", "suffix", "canonical_solution")
+
+
+def santacoder_tasks(source: str, languages=()) -> list[dict]:
+    """SantaCoder's FIM benchmark (Allal et al.; `bigcode/santacoder-fim-task`): one line of a
+    HumanEval solution translated to Python, JavaScript or Java (`py`, `js`, `java`) masked, the
+    code before it as prefix and after it as suffix; scored by exact match."""
+    from jaxcoder.eval.records import load
+
+    rows = load(source, SANTACODER_FIELDS, "eval.fim.santacoder_path", languages)
+    return [{"id": f"{r['language']}/{r['name']}/{i}", "language": r["language"], "prefix": r["prompt"],
+             "suffix": r["suffix"], "middle": r["canonical_solution"]} for i, r in enumerate(rows)]

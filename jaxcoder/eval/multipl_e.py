@@ -14,59 +14,30 @@ a few problems written for this project (JavaScript and C++), for the demo and t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
+
+from jaxcoder.eval.records import load as load_records
 
 FIELDS = ("name", "language", "prompt", "tests", "stop_tokens")
 DEMO = str(Path(__file__).with_name("problems") / "multipl_e_demo.jsonl")
 
 
-def _check(record: dict, where: str) -> dict:
-    missing = [f for f in FIELDS if f not in record]
-    if missing:
-        raise ValueError(f"{where}: a MultiPL-E record needs the fields {', '.join(FIELDS)}; missing "
-                         f"{', '.join(missing)}")
-    stops = record["stop_tokens"]
-    return {**{f: record[f] for f in FIELDS}, "stop_tokens": list(stops) if stops is not None else []}
-
-
 def load(source: str, languages: Sequence[str] = ()) -> list[dict]:
     """The records of `source` (a .jsonl or .parquet path, or `hf:<dataset>`), for `languages`
     (empty: all of them), in file order."""
-    if source.startswith("hf:"):
-        rows = _from_hub(source[3:], languages)
-    elif source.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(source).to_pylist()
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ValueError(f"eval.multipl_e.path={source}: no such file")
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [_check(r, f"eval.multipl_e.path={source} row {i}") for i, r in enumerate(rows)]
-    have = sorted({r["language"] for r in records})
-    absent = [lang for lang in languages if lang not in have]
-    if absent:
-        raise ValueError(f"eval.multipl_e.languages names {', '.join(absent)}, but {source} has problems in "
-                         f"{', '.join(have) or 'no language'} only")
-    return [r for r in records if not languages or r["language"] in languages]
+    records = load_records(source, FIELDS, "eval.multipl_e.path", languages, hub=_from_hub)
+    return [{**r, "stop_tokens": list(r["stop_tokens"] or [])} for r in records]
 
 
 def _from_hub(name: str, languages: Sequence[str]) -> list[dict]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise ValueError("eval.multipl_e.path=hf:...: reading from the hub needs `pip install datasets`; "
-                         "or give a local JSONL/Parquet file") from e
+    """MultiPL-E's `humaneval-<lang>` configurations, one per language."""
+    import datasets
+
     if not languages:
         raise ValueError("eval.multipl_e.path=hf:...: name the languages (eval.multipl_e.languages), one "
                          "dataset configuration each")
-    rows = []
-    for lang in languages:
-        rows += list(datasets.load_dataset(name, f"humaneval-{lang}", split="test"))
-    return rows
+    return [row for lang in languages for row in datasets.load_dataset(name, f"humaneval-{lang}", split="test")]
 
 
 def program(record: dict, completion: str) -> str:

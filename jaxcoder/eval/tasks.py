@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from jaxcoder.config import RunConfig
 
 TASKS: dict[str, Callable[[EvalContext], dict]] = {}
-FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span")
+FIM_TASKS = ("fim_single_line", "fim_heldout_line", "fim_random_span", "santacoder_fim")
 
 
 def register(name: str):
@@ -229,6 +229,11 @@ def _fim_items(ctx: EvalContext, name: str) -> tuple[list[dict], tuple[str, ...]
         return infilling.single_line_tasks()[: f.limit or None], ("\n",)
     if name == "fim_heldout_line":
         return infilling.heldout_line_tasks(ctx.heldout_texts(), f.heldout_lines, seed=seed), ("\n",)
+    if name == "santacoder_fim":
+        if not f.santacoder_path:
+            raise ValueError("eval.tasks has santacoder_fim but eval.fim.santacoder_path is empty; give the "
+                             "benchmark's rows (.jsonl/.parquet) or hf:bigcode/santacoder-fim-task")
+        return infilling.santacoder_tasks(f.santacoder_path, f.santacoder_languages)[: f.limit or None], ("\n",)
     return infilling.random_span_tasks(ctx.heldout_texts(), f.random_spans, seed=seed), ()
 
 
@@ -252,6 +257,10 @@ def fim_task(ctx: EvalContext, name: str) -> dict:
     out = {"tasks": len(items), "mode": f.mode, "matches": int(sum(hits)),
            "exact_match": float(np.mean(hits)) if hits else math.nan,
            "matched_examples": [it["middle"] for it, h in zip(items, hits, strict=True) if h][:5]}
+    if name == "santacoder_fim":
+        out["per_language"] = {lang: float(np.mean([h for it, h in zip(items, hits, strict=True)
+                                                    if it["language"] == lang]))
+                               for lang in sorted({it["language"] for it in items})}
     if name == "fim_heldout_line" and items:
         pairs = [(p, ctx.tokenizer.encode(it["middle"])) for (_, p), it in zip(jobs, items, strict=True)]
         out["middle_nll"] = perplexity.continuation_nll(ctx.mcfg, ctx.params, pairs, ctx.run.eval.batch_size)
