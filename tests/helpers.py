@@ -134,3 +134,20 @@ class Prepared:
         from jaxcoder.data import shards
 
         return shards.tokenizer_path(self.out_dir, shards.load_manifest(self.out_dir))
+
+
+def scripted_context(run, store, answer, tokenizer=None, layout: str = "deepseek"):
+    """An EvalContext whose generate() stores `answer(key, stop)` for every pending key instead of
+    sampling a model: the tasks' prompts, execution and scoring run as they do for real."""
+    import dataclasses
+
+    from jaxcoder.eval.tasks import EvalContext
+
+    @dataclasses.dataclass
+    class Scripted(EvalContext):
+        def generate(self, jobs, sampling, stop, desc):
+            for key, _ in jobs:
+                if key not in self.store:
+                    self.store.put(key, answer(key, stop))
+
+    return Scripted(run=run, checkpoint="", mcfg=None, params=None, tokenizer=tokenizer, layout=layout, store=store)

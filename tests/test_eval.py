@@ -119,8 +119,8 @@ def test_unknown_task_is_named(prepared_data, checkpoint, tmp_path):
     from jaxcoder.eval import runner
 
     cfg = base_config("deepseek-coder-tiny")
-    cfg.eval.tasks = ("mbpp",)
-    with pytest.raises(ValueError, match="eval.tasks: unknown task.*mbpp"):
+    cfg.eval.tasks = ("apps",)
+    with pytest.raises(ValueError, match="eval.tasks: unknown task.*apps"):
         runner.run(resolve(cfg), str(checkpoint))
 
 

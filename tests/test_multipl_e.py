@@ -63,11 +63,12 @@ class _Tokenizer:
 def test_the_task_scores_each_language_and_skips_what_cannot_run(tmp_path):
     """Two samples per problem: add right twice, max_element right once (pass@1 = (1 + 1/2) / 2),
     and a language without a runner skipped with its reason."""
-    import dataclasses
+    from helpers import scripted_context
 
     from jaxcoder.config import base_config, resolve
+    from jaxcoder.eval.generate import truncate
     from jaxcoder.eval.store import SampleStore
-    from jaxcoder.eval.tasks import TASKS, EvalContext
+    from jaxcoder.eval.tasks import TASKS
 
     if languages.available()["cpp"]:
         pytest.skip(languages.available()["cpp"])
@@ -80,18 +81,12 @@ def test_the_task_scores_each_language_and_skips_what_cannot_run(tmp_path):
     samples = {"jaxcoder_0_add": [REFERENCE["cpp", "jaxcoder_0_add"]] * 2,
                "jaxcoder_1_max_element": [REFERENCE["cpp", "jaxcoder_1_max_element"] + "\n}\nint x;", WRONG["cpp"]]}
 
-    @dataclasses.dataclass
-    class Context(EvalContext):
-        def generate(self, jobs, sampling, stop, desc):
-            for key, _ in jobs:
-                _, lang, _, name, j = key.split("/")
-                self.store.put(key, humaneval_truncate(samples[name][int(j)], stop))
-
-    from jaxcoder.eval.generate import truncate as humaneval_truncate
+    def answer(key, stop):
+        _, lang, _, name, j = key.split("/")
+        return truncate(samples[name][int(j)], stop)
 
     store = SampleStore(tmp_path / "samples.jsonl")
-    ctx = Context(run=resolve(cfg), checkpoint="", mcfg=None, params=None, tokenizer=_Tokenizer(), layout="deepseek",
-                  store=store)
+    ctx = scripted_context(resolve(cfg), store, answer, tokenizer=_Tokenizer())
     out = TASKS["multipl_e"](ctx)
     store.close()
     cpp = out["per_language"]["cpp"]

@@ -53,11 +53,11 @@ def test_prompts_use_the_layouts_sentinel_ids(tokenizers, tmp_path, layout):
 
 
 def test_the_task_scores_exact_match_per_language(tokenizers, tmp_path):
-    import dataclasses
+    from helpers import scripted_context
 
     from jaxcoder.config import base_config, resolve
     from jaxcoder.eval.store import SampleStore
-    from jaxcoder.eval.tasks import TASKS, EvalContext
+    from jaxcoder.eval.tasks import TASKS
 
     path = tmp_path / "santacoder_fim.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
@@ -65,15 +65,9 @@ def test_the_task_scores_exact_match_per_language(tokenizers, tmp_path):
     cfg.eval.fim.santacoder_path = str(path)
     answers = {"py": "    return x + y\nprint()", "js": "  return string.size;", "java": "        return s.length();  "}
 
-    @dataclasses.dataclass
-    class Context(EvalContext):
-        def generate(self, jobs, sampling, stop, desc):
-            for key, _ in jobs:
-                self.store.put(key, answers[key.split("/")[2]].split(stop[0])[0])
-
     store = SampleStore(tmp_path / "samples.jsonl")
-    ctx = Context(run=resolve(cfg), checkpoint="", mcfg=None, params=None, tokenizer=tokenizers["deepseek"],
-                  layout="deepseek", store=store)
+    ctx = scripted_context(resolve(cfg), store, lambda key, stop: answers[key.split("/")[2]].split(stop[0])[0],
+                           tokenizer=tokenizers["deepseek"])
     out = TASKS["santacoder_fim"](ctx)
     store.close()
     assert out["tasks"] == 3 and out["matches"] == 2

@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from jaxcoder.fields import ConfigError, check, field
 
 
 @dataclasses.dataclass(frozen=True)
 class HumanEvalConfig:
+    """The `humaneval` and `humaneval_plus` tasks: sampling, pass@k and the sandbox's timeout."""
+
+    SECTION: ClassVar[str] = "eval.humaneval"
     n_samples: int = field(1, ge=1)
     temperature: float = field(0.0, ge=0)
     top_p: float = field(0.95, gt=0, le=1)
     max_new_tokens: int = field(512, ge=1)
-    limit: int = field(0, ge=0)  # the first N problems (0 = all 164)
+    limit: int = field(0, ge=0)  # the first N problems (0 = all)
     ks: tuple[int, ...] = (1, 10, 100)
     timeout_s: float = field(3.0, gt=0)
+    # the EvalPlus rows of the `_plus` task (.jsonl/.parquet, or hf:evalplus/humanevalplus / mbppplus)
+    plus_path: str = ""
 
     def __post_init__(self):
-        check(self, "eval.humaneval")
+        check(self, self.SECTION)
         if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
-            raise ConfigError(f"eval.humaneval.ks must be positive integers; got {self.ks!r}")
+            raise ConfigError(f"{self.SECTION}.ks must be positive integers; got {self.ks!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MbppConfig(HumanEvalConfig):
+    """The `mbpp` and `mbpp_plus` tasks: MBPP's rows and the same settings as HumanEval's."""
+
+    SECTION: ClassVar[str] = "eval.mbpp"
+    path: str = ""  # MBPP's rows (.jsonl/.parquet, or hf:google-research-datasets/mbpp: its test split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +85,7 @@ class EvalConfig:
     perplexity_batches: int = field(20, ge=1)  # per language
     sandbox_workers: int = field(2, ge=1)
     humaneval: HumanEvalConfig = HumanEvalConfig()
+    mbpp: MbppConfig = MbppConfig()
     multipl_e: MultiplEConfig = MultiplEConfig()
     fim: FimEvalConfig = FimEvalConfig()
 

@@ -34,6 +34,8 @@ def load(source: str, fields: Sequence[str], field_name: str, languages: Sequenc
             raise ValueError(f"{field_name}={source} row {i}: a record needs the fields {', '.join(fields)}; missing "
                              f"{', '.join(missing)}")
     records = [{f: row[f] for f in fields} for row in rows]
+    if "language" not in fields:
+        return records
     have = sorted({r["language"] for r in records})
     absent = [lang for lang in languages if lang not in have]
     if absent:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jaxcoder.eval.runner import FIM_TASKS
+from jaxcoder.eval.runner import FIM_TASKS, PASS_AT_K_TASKS
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -65,9 +65,8 @@ def _metrics(results: dict | None) -> dict[str, float]:
         o = results["perplexity"]["overall"]
         out["held-out loss (nats/token)"] = o["loss"]
         out["held-out bits per byte"] = o["bits_per_byte"]
-    for k, v in results.get("humaneval", {}).items():
-        if k.startswith("pass@"):
-            out[f"HumanEval {k}"] = v
+    for task, title in PASS_AT_K_TASKS.items():
+        out.update({f"{title} {k}": v for k, v in results.get(task, {}).items() if k.startswith("pass@")})
     for task in FIM_TASKS:
         if task in results:
             r = results[task]

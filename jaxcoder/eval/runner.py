@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from jaxcoder.config import RunConfig
 
 
+PASS_AT_K_TASKS = {"humaneval": "HumanEval", "humaneval_plus": "HumanEval+", "mbpp": "MBPP", "mbpp_plus": "MBPP+"}
+
+
 def _model(run: RunConfig, checkpoint: str, step: int | None, untrained: bool):
     """(model config, params, meta); `untrained`: the checkpoint's architecture, fresh weights
     (the saved arrays are not read)."""
@@ -46,8 +49,9 @@ def score_generations(run: RunConfig, path: str) -> dict:
     loaded. Results under `<eval.out_dir>/harness_<file name>/`."""
     tasks = tuple(run.eval.tasks)
     one_language = len(run.eval.multipl_e.languages) == 1
-    if tasks not in (("humaneval",), ("multipl_e",)) or (tasks == ("multipl_e",) and not one_language):
-        raise ValueError(f"--load_generations={path}: set eval.tasks to the file's task, ('humaneval',) or "
+    single = len(tasks) == 1 and tasks[0] in ("humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "multipl_e")
+    if not single or (tasks == ("multipl_e",) and not one_language):
+        raise ValueError(f"--load_generations={path}: set eval.tasks to the file's task, e.g. ('humaneval',), or "
                          f"('multipl_e',) with one eval.multipl_e.languages; got eval.tasks={tasks}")
     out_dir = Path(run.eval.out_dir or Path(run.workdir) / "eval") / f"harness_{Path(path).stem}"
     store = SampleStore(out_dir / "samples.jsonl")
@@ -105,11 +109,11 @@ def table(results: dict) -> str:
                  ("held-out", "bits per byte", f"{o['bits_per_byte']:.4f}")]
         for lang, v in results["perplexity"]["per_language"].items():
             rows.append((f"  {lang}", "bits per byte", f"{v['bits_per_byte']:.4f}"))
-    if "humaneval" in results:
-        h = results["humaneval"]
-        for k, v in h.items():
-            if k.startswith("pass@"):
-                rows.append((f"HumanEval ({h['problems']} problems, n={h['samples_per_problem']})", k, f"{v:.4f}"))
+    for task, title in PASS_AT_K_TASKS.items():
+        if task in results:
+            h = results[task]
+            rows += [(f"{title} ({h['problems']} problems, n={h['samples_per_problem']})", k, f"{v:.4f}")
+                     for k, v in h.items() if k.startswith("pass@")]
     if "multipl_e" in results:
         m = results["multipl_e"]
         for lang, r in m["per_language"].items():

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
-from jaxcoder.eval import harness, humaneval, infilling, languages, multipl_e, perplexity
+from jaxcoder.eval import harness, humaneval, infilling, languages, mbpp, multipl_e, perplexity
 from jaxcoder.eval.generate import SamplingConfig, generate, truncate
+from jaxcoder.eval.records import load as load_records
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
 from jaxcoder.eval.store import SampleStore
 from jaxcoder.model.config import ModelConfig
@@ -144,32 +145,71 @@ def _write_harness(ctx: EvalContext, name: str, keys: list[str], prompts: list[s
                   [[ctx.store[f"{k}/{j}"] for j in range(n)] for k in keys])
 
 
+def _python_task(ctx: EvalContext, h, prefix: str, name: str, problems: list[dict], prompt: Callable[[dict], str],
+                 program: Callable[[dict, str], str], stops: Sequence[str]) -> dict:
+    """A Python benchmark run as HumanEval is: n samples per problem (`h`: a HumanEvalConfig),
+    executed in the sandbox, unbiased pass@k. Store keys start with `prefix`; `name` is the
+    harness's task name."""
+    sampling = SamplingConfig(max_new_tokens=h.max_new_tokens, temperature=h.temperature, top_p=h.top_p,
+                              seed=ctx.run.seed)
+    problems = problems[: h.limit or None]
+    tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
+    keys, prompts = [f"{prefix}/{tag}/{p['task_id']}" for p in problems], [prompt(p) for p in problems]
+    count, n = _samples(ctx, keys, prompts, h.n_samples)
+    problems, keys, prompts = problems[:count], keys[:count], prompts[:count]
+    keyed = [(f"{k}/{j}", p) for k, p in zip(keys, problems, strict=True) for j in range(n)]
+    ctx.generate([(k, prompt(p)) for k, p in keyed], sampling, stops, f"{name}: generate")
+    _write_harness(ctx, name, keys, prompts, n)
+    sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=ctx.run.eval.sandbox_workers)
+    todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
+    for i in tqdm(range(0, len(todo), 16), desc=f"{name}: execute", unit="batch", mininterval=1.0):
+        chunk = todo[i:i + 16]
+        for (k, _), r in zip(chunk, run_many([program(p, ctx.store[k]) for k, p in chunk], sandbox), strict=True):
+            ctx.store.put(f"exec/{k}", r.status)
+    by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in problems}
+    for k, p in keyed:
+        by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
+    return {"problems": len(problems), "samples_per_problem": n, "temperature": h.temperature,
+            "top_p": h.top_p, **humaneval.mean_pass_at_k(list(by_problem.values()), tuple(h.ks))}
+
+
+def _path(value: str, field_name: str, example: str) -> str:
+    if not value:
+        raise ValueError(f"{field_name} is empty; give the benchmark's rows (.jsonl/.parquet) or {example}")
+    return value
+
+
 @register("humaneval")
 def humaneval_task(ctx: EvalContext) -> dict:
     """The 164 problems (eval.humaneval.limit first), n samples each, run in the sandbox; pass@k."""
-    h, e = ctx.run.eval.humaneval, ctx.run.eval
-    sampling = SamplingConfig(max_new_tokens=h.max_new_tokens, temperature=h.temperature, top_p=h.top_p,
-                              seed=ctx.run.seed)
-    probs = humaneval.problems()[: h.limit or None]
-    tag = f"t{h.temperature}_p{h.top_p}_m{h.max_new_tokens}"
-    keys, prompts = [f"he/{tag}/{p['task_id']}" for p in probs], [humaneval.prompt(p) for p in probs]
-    count, n = _samples(ctx, keys, prompts, h.n_samples)
-    probs, keys, prompts = probs[:count], keys[:count], prompts[:count]
-    keyed = [(f"{k}/{j}", p) for k, p in zip(keys, probs, strict=True) for j in range(n)]
-    ctx.generate([(k, humaneval.prompt(p)) for k, p in keyed], sampling, humaneval.STOP_WORDS, "humaneval: generate")
-    _write_harness(ctx, "humaneval", keys, prompts, n)
-    sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=e.sandbox_workers)
-    todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
-    for i in tqdm(range(0, len(todo), 16), desc="humaneval: execute", unit="batch", mininterval=1.0):
-        chunk = todo[i:i + 16]
-        for (k, _), r in zip(chunk, run_many([humaneval.program(p, ctx.store[k]) for k, p in chunk], sandbox),
-                             strict=True):
-            ctx.store.put(f"exec/{k}", r.status)
-    by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in probs}
-    for k, p in keyed:
-        by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
-    return {"problems": len(probs), "samples_per_problem": n, "temperature": h.temperature,
-            "top_p": h.top_p, **humaneval.mean_pass_at_k(list(by_problem.values()), tuple(h.ks))}
+    return _python_task(ctx, ctx.run.eval.humaneval, "he", "humaneval", humaneval.problems(), humaneval.prompt,
+                        humaneval.program, humaneval.STOP_WORDS)
+
+
+@register("humaneval_plus")
+def humaneval_plus_task(ctx: EvalContext) -> dict:
+    """EvalPlus's HumanEval+: the same problems and prompts with many more tests."""
+    h = ctx.run.eval.humaneval
+    rows = load_records(_path(h.plus_path, "eval.humaneval.plus_path", "hf:evalplus/humanevalplus"),
+                        ("task_id", "prompt", "entry_point", "test"), "eval.humaneval.plus_path")
+    return _python_task(ctx, h, "he+", "humanevalplus", rows, humaneval.prompt, humaneval.program,
+                        humaneval.STOP_WORDS)
+
+
+@register("mbpp")
+def mbpp_task(ctx: EvalContext) -> dict:
+    """MBPP: the description and first test as a docstring, every test run."""
+    m = ctx.run.eval.mbpp
+    rows = mbpp.load(_path(m.path, "eval.mbpp.path", "hf:google-research-datasets/mbpp"))
+    return _python_task(ctx, m, "mbpp", "mbpp", rows, mbpp.prompt, mbpp.program, mbpp.STOP_WORDS)
+
+
+@register("mbpp_plus")
+def mbpp_plus_task(ctx: EvalContext) -> dict:
+    """EvalPlus's MBPP+: MBPP's prompts with its extended tests."""
+    m = ctx.run.eval.mbpp
+    rows = mbpp.load(_path(m.plus_path, "eval.mbpp.plus_path", "hf:evalplus/mbppplus"), plus=True)
+    return _python_task(ctx, m, "mbpp+", "mbppplus", rows, mbpp.prompt, mbpp.program, mbpp.STOP_WORDS)
 
 
 @register("multipl_e")
