@@ -57,6 +57,20 @@ class MultiplEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RepoCompletionConfig:
+    """The `repo_completion` task (eval/repo_completion.py): CrossCodeEval/RepoBench-style records."""
+
+    path: str = ""  # a .jsonl or .parquet of records (task_id, language, prompt, groundtruth, crossfile_context)
+    languages: tuple[str, ...] = ()  # empty: all in path
+    limit: int = field(0, ge=0)  # the first N records (0 = all)
+    max_context: int = field(2048, ge=16)  # prompt tokens: cross-file context (at most half) + in-file
+    max_new_tokens: int = field(64, ge=1)
+
+    def __post_init__(self):
+        check(self, "eval.repo_completion")
+
+
+@dataclasses.dataclass(frozen=True)
 class FimEvalConfig:
     max_new_tokens: int = field(64, ge=1)
     limit: int = field(0, ge=0)
@@ -87,6 +101,7 @@ class EvalConfig:
     humaneval: HumanEvalConfig = HumanEvalConfig()
     mbpp: MbppConfig = MbppConfig()
     multipl_e: MultiplEConfig = MultiplEConfig()
+    repo_completion: RepoCompletionConfig = RepoCompletionConfig()
     fim: FimEvalConfig = FimEvalConfig()
 
     def __post_init__(self):

@@ -67,6 +67,10 @@ def _metrics(results: dict | None) -> dict[str, float]:
         out["held-out bits per byte"] = o["bits_per_byte"]
     for task, title in PASS_AT_K_TASKS.items():
         out.update({f"{title} {k}": v for k, v in results.get(task, {}).items() if k.startswith("pass@")})
+    if "repo_completion" in results:
+        r = results["repo_completion"]
+        out[f"repo_completion exact match ({r['records']} records)"] = r["exact_match"]
+        out[f"repo_completion edit similarity ({r['records']} records)"] = r["edit_similarity"]
     for task in FIM_TASKS:
         if task in results:
             r = results[task]

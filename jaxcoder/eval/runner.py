@@ -120,6 +120,10 @@ def table(results: dict) -> str:
             rows += [(f"MultiPL-E {lang} ({r['problems']} problems, n={m['samples_per_problem']})", k, f"{v:.4f}")
                      for k, v in r.items() if k.startswith("pass@")]
         rows += [(f"MultiPL-E {lang}", "skipped", why) for lang, why in m["skipped"].items()]
+    if "repo_completion" in results:
+        r = results["repo_completion"]
+        rows += [(f"repo_completion ({r['records']} records)", metric.replace("_", " "), f"{r[metric]:.4f}")
+                 for metric in ("exact_match", "edit_similarity")]
     for task in FIM_TASKS:
         if task in results:
             rows.append((f"{task} ({results[task]['tasks']} tasks)", "exact match",

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
-from jaxcoder.eval import harness, humaneval, infilling, languages, mbpp, multipl_e, perplexity
+from jaxcoder.eval import harness, humaneval, infilling, languages, mbpp, multipl_e, perplexity, repo_completion
 from jaxcoder.eval.generate import SamplingConfig, generate, truncate
 from jaxcoder.eval.records import load as load_records
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
@@ -260,6 +260,29 @@ def multipl_e_task(ctx: EvalContext) -> dict:
         per_language[lang] = {"problems": len(recs), **humaneval.mean_pass_at_k(list(correct.values()), m.ks)}
     return {"samples_per_problem": n, "temperature": m.temperature, "per_language": per_language,
             "skipped": skipped}
+
+
+@register("repo_completion")
+def repo_completion_task(ctx: EvalContext) -> dict:
+    """Next-line completion with retrieved cross-file context: exact match and edit similarity,
+    overall and per language (greedy, the first generated line)."""
+    r = ctx.run.eval.repo_completion
+    records = repo_completion.load(_path(r.path, "eval.repo_completion.path", "a CrossCodeEval/RepoBench export"),
+                                   r.languages)[: r.limit or None]
+    jobs = [(f"repo/c{r.max_context}_m{r.max_new_tokens}/{rec['task_id']}",
+             repo_completion.prompt_ids(ctx.tokenizer, rec, r.max_context)) for rec in records]
+    ctx.generate(jobs, SamplingConfig(max_new_tokens=r.max_new_tokens), ("\n",), "repo_completion: generate")
+    scores: dict[str, list[tuple[bool, float]]] = {}
+    for (key, _), rec in zip(jobs, records, strict=True):
+        line, truth = repo_completion.first_line(ctx.store[key]).strip(), rec["groundtruth"].strip()
+        scores.setdefault(rec["language"], []).append((line == truth, repo_completion.edit_similarity(line, truth)))
+
+    def summary(rows):
+        return {"records": len(rows), "exact_match": float(np.mean([em for em, _ in rows])),
+                "edit_similarity": float(np.mean([es for _, es in rows]))}
+
+    return {**summary([s for rows in scores.values() for s in rows]),
+            "per_language": {lang: summary(rows) for lang, rows in sorted(scores.items())}}
 
 
 def _fim_items(ctx: EvalContext, name: str) -> tuple[list[dict], tuple[str, ...]]:
