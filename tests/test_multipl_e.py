@@ -132,3 +132,28 @@ def test_a_harness_humaneval_file_is_scored_without_a_model(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(rows))
     with pytest.raises(ValueError, match="other.json: problem 1 generation 0 does not start with the task's prompt"):
         runner.score_generations(resolve(cfg), str(tmp_path / "other.json"))
+
+
+def test_the_report_charts_languages_and_compares_two_checkpoints(tmp_path):
+    """An imported model (step 0) and the same after continued pretraining (step 12), evaluated
+    into one run directory: the report sets them side by side, task by task and per language."""
+    from jaxcoder.eval.report import write_report
+
+    def results(step, js, cpp, he):
+        return {"checkpoint": f"runs/x/{'imported' if step == 0 else 'continued/checkpoints'}", "step": step,
+                "humaneval": {"problems": 164, "samples_per_problem": 1, "pass@1": he},
+                "multipl_e": {"samples_per_problem": 1, "skipped": {"rs": "rustc not found on PATH"},
+                              "per_language": {"js": {"problems": 4, "pass@1": js},
+                                               "cpp": {"problems": 2, "pass@1": cpp}}}}
+
+    for step, r in ((0, results(0, 0.25, 0.5, 0.1)), (12, results(12, 0.5, 0.5, 0.125))):
+        (tmp_path / "eval" / f"step_{step}").mkdir(parents=True)
+        (tmp_path / "eval" / f"step_{step}" / "results.json").write_text(json.dumps(r))
+    report = write_report(tmp_path, compare="step_0").read_text()
+    assert (tmp_path / "languages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| cpp | 2 | — | 0.5000 |" in report and "Skipped (not runnable on the evaluating host): rs: rustc" in report
+    assert "| metric | runs/x/imported step 0 | runs/x/continued/checkpoints step 12 | difference |" in report
+    assert "| MultiPL-E js pass@1 | 0.2500 | 0.5000 | 0.2500 |" in report
+    assert "| HumanEval pass@1 | 0.1000 | 0.1250 | 0.0250 |" in report
+    with pytest.raises(ValueError, match="--compare=step_7: no results.json"):
+        write_report(tmp_path, compare="step_7")

@@ -79,6 +79,7 @@ def test_readme_command_blocks_run(tmp_path):
     ds13 = tmp_path / "runs" / "ds13"
     assert (ds13 / "continued" / "checkpoints" / "tokenizer" / "tokenizer.json").exists()
     assert (ds13 / "continued" / "eval" / "step_12" / "results.json").exists()
+    assert "## Checkpoints compared" in (ds13 / "continued" / "report.md").read_text()
     original = tmp_path / "hf" / "deepseek-coder-1.3b-base" / "tokenizer.json"
     assert (ds13 / "hf" / "tokenizer.json").read_bytes() == original.read_bytes()
     # Stage 2 continued stage 1's checkpoint with the long-context RoPE.

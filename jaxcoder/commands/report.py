@@ -12,10 +12,12 @@ from jaxcoder.eval.report import write_report
 
 EXPORT_CHECK = flags.DEFINE_string("export_check", None, "The export's check JSON (default <workdir>/hf.check.json).")
 TITLE = flags.DEFINE_string("title", "jaxcoder run", "Report title.")
+COMPARE = flags.DEFINE_string("compare", None, "Another evaluation to compare with the latest, task by task: a "
+                              "results.json, its directory, or a name under <workdir>/eval (e.g. step_0).")
 
 
 def main(argv):
     del argv
     run = common.require_config()
-    out = write_report(run.workdir, run.data.prepared_dir, EXPORT_CHECK.value, TITLE.value)
+    out = write_report(run.workdir, run.data.prepared_dir, EXPORT_CHECK.value, TITLE.value, COMPARE.value)
     print(f"report written to {out}")

@@ -81,6 +81,73 @@ def _metrics(results: dict | None) -> dict[str, float]:
     return out
 
 
+def _per_language_metrics(results: dict | None) -> dict[str, float]:
+    """{metric: value} of every per-language breakdown (MultiPL-E, SantaCoder FIM, repository-level)."""
+    out = {}
+    for lang, r in ((results or {}).get("multipl_e") or {}).get("per_language", {}).items():
+        out.update({f"MultiPL-E {lang} {k}": v for k, v in r.items() if k.startswith("pass@")})
+    for lang, v in ((results or {}).get("santacoder_fim") or {}).get("per_language", {}).items():
+        out[f"santacoder_fim {lang} exact match"] = v
+    for lang, r in ((results or {}).get("repo_completion") or {}).get("per_language", {}).items():
+        out[f"repo_completion {lang} exact match"] = r["exact_match"]
+        out[f"repo_completion {lang} edit similarity"] = r["edit_similarity"]
+    return out
+
+
+def plot_languages(trained: dict | None, untrained: dict | None, out: Path) -> Path | None:
+    """pass@1 per language (MultiPL-E, and HumanEval as Python), trained beside untrained, as a PNG;
+    None when no language has a pass@1."""
+    def rates(results):
+        r = {lang: v["pass@1"] for lang, v in ((results or {}).get("multipl_e") or {}).get("per_language", {}).items()
+             if "pass@1" in v}
+        if "pass@1" in (results or {}).get("humaneval", {}):
+            r["py (HumanEval)"] = results["humaneval"]["pass@1"]
+        return r
+
+    t, u = rates(trained), rates(untrained)
+    langs = sorted(set(t) | set(u))
+    if not langs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(langs))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(langs)), 3.5), dpi=110)
+    ax.bar(x - 0.2, [u.get(lang, 0.0) for lang in langs], 0.4, label="untrained", color="tab:gray")
+    ax.bar(x + 0.2, [t.get(lang, 0.0) for lang in langs], 0.4, label="trained", color="tab:blue")
+    ax.set_xticks(x, langs)
+    ax.set_ylabel("pass@1")
+    ax.set_ylim(0, max(0.05, *t.values(), *u.values()) * 1.15)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def compare_lines(a: dict, b: dict, labels: tuple[str, str]) -> list[str]:
+    """Two checkpoints' results task by task (every metric either has), with the difference."""
+    ma, mb = ({**_metrics(r), **_per_language_metrics(r)} for r in (a, b))
+    lines = [f"| metric | {labels[0]} | {labels[1]} | difference |", "|---|---:|---:|---:|"]
+    for name in dict.fromkeys([*ma, *mb]):
+        va, vb = ma.get(name), mb.get(name)
+        diff = _fmt(vb - va) if isinstance(va, float) and isinstance(vb, float) else "—"
+        lines.append(f"| {name} | {_fmt(va)} | {_fmt(vb)} | {diff} |")
+    return lines
+
+
+def read_results(path: str | Path, eval_dir: Path) -> dict:
+    """An eval's results.json: a file, a results directory, or a directory name under `eval_dir`
+    (e.g. `step_0`)."""
+    for candidate in (Path(path), Path(path) / "results.json", eval_dir / str(path) / "results.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    raise ValueError(f"--compare={path}: no results.json there or under {eval_dir}/{path}")
+
+
 def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
@@ -156,8 +223,11 @@ def _goodput_lines(work: Path) -> list[str]:
 
 
 def write_report(workdir: str | Path, data_dir: str | Path | None = None, export_check: str | Path | None = None,
-                 title: str = "jaxcoder run") -> Path:
-    """Writes `<workdir>/report.md` (and `loss.png` when there is a training log); returns its path."""
+                 title: str = "jaxcoder run", compare: str | None = None) -> Path:
+    """Writes `<workdir>/report.md` (and `loss.png` when there is a training log, `languages.png`
+    when there are per-language pass rates); returns its path. `compare`: another evaluation (a
+    results.json, its directory, or a name under `<workdir>/eval` such as `step_0`) to set beside
+    the latest one, task by task."""
     work = Path(workdir)
     lines = [f"# {title}", "", f"Run directory: `{work}`", ""]
     manifest_path = Path(data_dir or work / "data") / "manifest.json"
@@ -215,6 +285,9 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
                   "|---|---:|---:|"]
         lines += [f"| {name} | {_fmt(u.get(name))} | {_fmt(t.get(name))} |" for name in dict.fromkeys([*u, *t])]
         lines += _per_language_lines(trained, untrained)
+        chart = plot_languages(trained, untrained, work / "languages.png")
+        if chart:
+            lines += ["", f"![pass@1 per language]({chart.name})"]
         fim = _fim_comparison(trained, untrained)
         if fim:
             lines += ["", "Fill-in-the-middle exact matches (after stripping whitespace, as bigcode's harness "
@@ -223,6 +296,14 @@ def write_report(workdir: str | Path, data_dir: str | Path | None = None, export
             lines += ["", f"Sandbox isolation for executed code: {trained.get('sandbox_isolation', '?')}."]
     else:
         lines.append("No evaluation results found (`jaxcoder eval` not run here).")
+
+    if compare:
+        other = read_results(compare, work / "eval")
+        if not trained:
+            raise ValueError(f"--compare={compare}: {work / 'eval'} has no evaluation of a checkpoint to compare with")
+        labels = (f"{other.get('checkpoint', compare)} step {other.get('step', '?')}",
+                  f"{trained['checkpoint']} step {trained['step']}")
+        lines += ["", "## Checkpoints compared", "", *compare_lines(other, trained, labels)]
 
     check_path = Path(export_check) if export_check else work / "hf.check.json"
     lines += ["", "## Hugging Face export", ""]
