@@ -61,6 +61,7 @@ bench: $(STAMP)
 		../$(BIN)/python dedup.py && \
 		../$(BIN)/python tokenizer.py --data_dir ../runs/bench/data && \
 		../$(BIN)/python train_step.py && \
+		../$(BIN)/python generation.py && \
 		../$(BIN)/python summary.py $(BENCH_RECORD)
 
 lint: $(STAMP)

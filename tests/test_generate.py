@@ -77,6 +77,30 @@ def test_top_k_and_top_p_restrict_the_support():
     assert {int(sample_logits(logits, k, SamplingConfig(temperature=1.0))[0]) for k in keys} == {0, 1, 2, 3}
 
 
+def test_the_nucleus_is_the_sorted_prefix_reaching_top_p():
+    """Against a float64 sort: the same kept tokens, ties and -inf included; a row may differ only
+    where the kept mass is within float32 rounding of top_p."""
+    from jaxcoder.eval.generate import nucleus
+
+    rng = np.random.default_rng(0)
+    for case in range(100):
+        vocab, p = int(rng.integers(2, 3000)), float(rng.choice([0.1, 0.5, 0.9, 0.95, 0.999]))
+        logits = (rng.standard_normal((4, vocab)) * rng.choice([0.1, 1, 5, 30])).astype(np.float32)
+        if case % 5 == 0:
+            logits[:, : vocab // 2] = np.round(logits[:, : vocab // 2])  # ties at the edge
+        if case % 7 == 0:
+            logits[:, 0] = -np.inf  # a token top-k removed
+        got = np.asarray(nucleus(jnp.asarray(logits), p))
+        for row, kept in zip(logits.astype(np.float64), got, strict=True):
+            probs = np.exp(row - row.max())
+            probs /= probs.sum()
+            ordered = np.sort(row)[::-1]
+            cutoff = ordered[min(int(np.sum(np.cumsum(np.sort(probs)[::-1]) < p)), vocab - 1)]
+            want = row >= cutoff
+            assert np.array_equal(kept, want) or abs(probs[kept].sum() - p) < 1e-6, (case, kept.sum(), want.sum())
+            assert kept.any()
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_sharded_generation_equals_single_device():
     from jaxcoder.eval.generate import place
