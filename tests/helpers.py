@@ -151,3 +151,26 @@ def scripted_context(run, store, answer, tokenizer=None, layout: str = "deepseek
                     self.store.put(key, answer(key, stop))
 
     return Scripted(run=run, checkpoint="", mcfg=None, params=None, tokenizer=tokenizer, layout=layout, store=store)
+
+
+def write_jsonl(path, rows) -> str:
+    """Rows as a JSONL file (benchmark records the tests write); returns its path."""
+    import json
+    from pathlib import Path
+
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def run_scripted(task: str, run, directory, answer, tokenizer=None, store_name: str = "samples.jsonl") -> dict:
+    """Runs eval task `task` with `scripted_context` answers; its samples (and harness files) in `directory`."""
+    from pathlib import Path
+
+    from jaxcoder.eval.store import SampleStore
+    from jaxcoder.eval.tasks import TASKS
+
+    store = SampleStore(Path(directory) / store_name)
+    try:
+        return TASKS[task](scripted_context(run, store, answer, tokenizer=tokenizer))
+    finally:
+        store.close()

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-from helpers import scripted_context
+from helpers import run_scripted, write_jsonl
 
 from jaxcoder.config import base_config, resolve
 from jaxcoder.eval import humaneval, mbpp
-from jaxcoder.eval.store import SampleStore
-from jaxcoder.eval.tasks import TASKS
 
 MBPP_ROWS = [
     {"task_id": 11, "text": "Write a function to add two integers.", "code": "def add(a, b):\n    return a + b",
@@ -26,17 +24,11 @@ ANSWERS = {"11": SLOPPY_ADD, "12": "def rev(s):\n    return s[::-1]\n"}
 
 
 def _write(tmp_path, name, rows):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return write_jsonl(tmp_path / name, rows)
 
 
 def _run(tmp_path, task, cfg, answer):
-    store = SampleStore(tmp_path / f"samples_{task}.jsonl")
-    try:
-        return TASKS[task](scripted_context(resolve(cfg), store, answer))
-    finally:
-        store.close()
+    return run_scripted(task, resolve(cfg), tmp_path, answer, store_name=f"samples_{task}.jsonl")
 
 
 def test_mbpp_prompt_is_the_harness_docstring():

@@ -3,15 +3,11 @@ cross-file context in the prompt within its budget, exact match and edit similar
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from helpers import scripted_context
+from helpers import run_scripted, write_jsonl
 
 from jaxcoder.config import base_config, resolve
 from jaxcoder.eval import repo_completion
-from jaxcoder.eval.store import SampleStore
-from jaxcoder.eval.tasks import TASKS
 
 RECORDS = [
     {"task_id": "py/0", "language": "python", "prompt": "from utils import area\n\nx = ",
@@ -53,16 +49,11 @@ def test_prompts_put_crossfile_context_first_within_the_budget():
 
 
 def test_the_task_scores_exact_match_and_edit_similarity_per_language(tmp_path):
-    path = tmp_path / "records.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     cfg = base_config("deepseek-coder-tiny")
-    cfg.eval.repo_completion.path = str(path)
+    cfg.eval.repo_completion.path = write_jsonl(tmp_path / "records.jsonl", RECORDS)
     lines = {"py/0": "area(3, 4)\nprint(x)", "py/1": "os.getcwdb()", "java/0": "  return 1;"}
-    store = SampleStore(tmp_path / "samples.jsonl")
-    out = TASKS["repo_completion"](scripted_context(resolve(cfg), store,
-                                                    lambda key, stop: lines[key.split("/", 2)[2]].split(stop[0])[0],
-                                                    tokenizer=_Chars()))
-    store.close()
+    out = run_scripted("repo_completion", resolve(cfg), tmp_path,
+                       lambda key, stop: lines[key.split("/", 2)[2]].split(stop[0])[0], tokenizer=_Chars())
     py_sim = (1.0 + repo_completion.edit_similarity("os.getcwdb()", "os.getcwd()")) / 2
     assert out["per_language"]["python"] == {"records": 2, "exact_match": 0.5, "edit_similarity": pytest.approx(py_sim)}
     assert out["per_language"]["java"] == {"records": 1, "exact_match": 1.0, "edit_similarity": 1.0}

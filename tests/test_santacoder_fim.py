@@ -3,10 +3,8 @@ layouts with each layout's sentinel ids (and DeepSeek's BOS), exact match per la
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from helpers import deepseek_like_tokenizer, starcoder2_like_tokenizer
+from helpers import deepseek_like_tokenizer, starcoder2_like_tokenizer, write_jsonl
 
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import load_tokenizer
@@ -36,9 +34,8 @@ def tokenizers(tmp_path_factory):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_prompts_use_the_layouts_sentinel_ids(tokenizers, tmp_path, layout):
-    path = tmp_path / "santacoder_fim.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    items = infilling.santacoder_tasks(str(path))
+    path = write_jsonl(tmp_path / "santacoder_fim.jsonl", ROWS)
+    items = infilling.santacoder_tasks(path)
     assert [(it["language"], it["middle"]) for it in items] == [(r["language"], r["canonical_solution"]) for r in ROWS]
     tok = tokenizers[layout]
     (pre, suf, mid), bos = LAYOUTS[layout]
@@ -48,27 +45,19 @@ def test_prompts_use_the_layouts_sentinel_ids(tokenizers, tmp_path, layout):
         prompt = infilling.fim_prompt(tok, FimTokens.from_tokenizer(tok, layout), it["prefix"], it["suffix"], 1024)
         expected = [ids[0], *tok.encode(it["prefix"]), ids[1], *tok.encode(it["suffix"]), ids[2]]
         assert prompt == ([tok.bos_id] if bos else []) + expected
-    assert [it["id"] for it in infilling.santacoder_tasks(str(path), ("js", "java"))] == [
+    assert [it["id"] for it in infilling.santacoder_tasks(path, ("js", "java"))] == [
         "js/HumanEval_23_strlen/0", "java/HumanEval_23_strlen/1"]
 
 
 def test_the_task_scores_exact_match_per_language(tokenizers, tmp_path):
-    from helpers import scripted_context
+    from helpers import run_scripted, write_jsonl
 
     from jaxcoder.config import base_config, resolve
-    from jaxcoder.eval.store import SampleStore
-    from jaxcoder.eval.tasks import TASKS
 
-    path = tmp_path / "santacoder_fim.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     cfg = base_config("deepseek-coder-tiny")
-    cfg.eval.fim.santacoder_path = str(path)
+    cfg.eval.fim.santacoder_path = write_jsonl(tmp_path / "santacoder_fim.jsonl", ROWS)
     answers = {"py": "    return x + y\nprint()", "js": "  return string.size;", "java": "        return s.length();  "}
-
-    store = SampleStore(tmp_path / "samples.jsonl")
-    ctx = scripted_context(resolve(cfg), store, lambda key, stop: answers[key.split("/")[2]].split(stop[0])[0],
-                           tokenizer=tokenizers["deepseek"])
-    out = TASKS["santacoder_fim"](ctx)
-    store.close()
+    out = run_scripted("santacoder_fim", resolve(cfg), tmp_path,
+                       lambda key, stop: answers[key.split("/")[2]].split(stop[0])[0], tokenizer=tokenizers["deepseek"])
     assert out["tasks"] == 3 and out["matches"] == 2
     assert out["per_language"] == {"java": 1.0, "js": 0.0, "py": 1.0}
