@@ -35,7 +35,6 @@ def get_config(arg=None):
     c.data.prepared_dir = f"{base_dir}/data"  # both stages read the same repository-level corpus
     if a.stage == "base":
         c.model.rope.update(theta=10000.0, scaling="none", factor=1.0)
-        c.model.max_seq_len = 4096
         c.train.seq_len = 4096 if a.size != "tiny" else 256
         c.train.batch_size = _BATCH[a.size]
         c.train.steps = round(_BASE_TOKENS / (_BATCH[a.size] * 4096)) if a.size != "tiny" else 1000

@@ -30,7 +30,6 @@ def get_config(arg=None):
     base_dir = f"runs/starcoder2-{a.size}"
     if a.stage == "base":
         c.model.rope.theta = 100000.0
-        c.model.max_seq_len = 4096
         c.train.warmup_steps = 1000 if a.size != "tiny" else 20
         c.train.seq_len = 4096 if a.size != "tiny" else 256
         c.data.repo_level = False  # file-level documents; repositories come in stage 2

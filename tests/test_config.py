@@ -45,7 +45,8 @@ def test_config_file_presets_match_model_presets(line, name):
     long = run_config.resolve(load(line).get_config(f"{size},stage=long")).model
     base = run_config.resolve(load(line).get_config(size)).model
     assert long == preset(name)
-    assert base.max_seq_len == 4096 and dataclasses.replace(base, rope=long.rope, max_seq_len=long.max_seq_len) == long
+    # (max_seq_len stays the released one: a base-stage config still plans 16K runs with --dry_run_*.)
+    assert dataclasses.replace(base, rope=long.rope) == long
 
 
 def test_unknown_size_is_refused_with_choices():

@@ -87,12 +87,15 @@ class _Fim(grain.transforms.RandomMap):
 
     def __init__(self, tokenizer_path: str, fim: FimConfig):
         self.tokenizer_path, self.fim = tokenizer_path, fim
-        self._tok = None
+        self._tok = self._ids = None
 
     def _tokenizer(self):
+        # Streams call this from several threads: the sentinel ids are set before the tokenizer
+        # that marks them ready (a thread that saw the tokenizer read missing ids before).
         if self._tok is None:
-            self._tok = load_tokenizer(self.tokenizer_path)
-            self._ids = FimTokens.from_tokenizer(self._tok, self.fim.layout) if self.fim.rate > 0 else None
+            tok = load_tokenizer(self.tokenizer_path)
+            self._ids = FimTokens.from_tokenizer(tok, self.fim.layout) if self.fim.rate > 0 else None
+            self._tok = tok
         return self._tok
 
     def random_map(self, element, rng: np.random.Generator):
