@@ -132,6 +132,9 @@ def test_a_harness_humaneval_file_is_scored_without_a_model(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(rows))
     with pytest.raises(ValueError, match="other.json: problem 1 generation 0 does not start with the task's prompt"):
         runner.score_generations(resolve(cfg), str(tmp_path / "other.json"))
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(ValueError, match="empty.json holds no problems"):
+        runner.score_generations(resolve(cfg), str(tmp_path / "empty.json"))
 
 
 def test_the_report_charts_languages_and_compares_two_checkpoints(tmp_path):

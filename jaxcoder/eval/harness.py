@@ -38,6 +38,8 @@ def read(path: str | Path, prompts: Sequence[str]) -> list[list[str]]:
     if not isinstance(rows, list) or not all(isinstance(r, list) and all(isinstance(g, str) for g in r)
                                              for r in rows):
         raise ValueError(f"{path}: a harness generations file is a JSON list (problems) of lists of strings")
+    if not rows:
+        raise ValueError(f"{path} holds no problems")
     if len(rows) > len(prompts):
         raise ValueError(f"{path} holds {len(rows)} problems; the task has {len(prompts)}")
     if len({len(r) for r in rows}) > 1:

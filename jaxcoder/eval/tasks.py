@@ -269,6 +269,8 @@ def repo_completion_task(ctx: EvalContext) -> dict:
     r = ctx.run.eval.repo_completion
     records = repo_completion.load(_path(r.path, "eval.repo_completion.path", "a CrossCodeEval/RepoBench export"),
                                    r.languages)[: r.limit or None]
+    if not records:
+        raise ValueError(f"eval.repo_completion.path={r.path} has no records")
     jobs = [(f"repo/c{r.max_context}_m{r.max_new_tokens}/{rec['task_id']}",
              repo_completion.prompt_ids(ctx.tokenizer, rec, r.max_context)) for rec in records]
     ctx.generate(jobs, SamplingConfig(max_new_tokens=r.max_new_tokens), ("\n",), "repo_completion: generate")
