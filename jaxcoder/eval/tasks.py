@@ -145,6 +145,17 @@ def _write_harness(ctx: EvalContext, name: str, keys: list[str], prompts: list[s
                   [[ctx.store[f"{k}/{j}"] for j in range(n)] for k in keys])
 
 
+def _execute(ctx: EvalContext, keyed: list[tuple[str, dict]], program: Callable[[dict, str], str],
+             run: Callable[[list[str]], list], desc: str) -> None:
+    """Runs the stored samples `keyed` (key, problem) not executed yet, 16 at a time, storing
+    each status under `exec/<key>` (an interrupted evaluation resumes here)."""
+    todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
+    for i in tqdm(range(0, len(todo), 16), desc=desc, unit="batch", mininterval=1.0):
+        chunk = todo[i:i + 16]
+        for (k, _), r in zip(chunk, run([program(p, ctx.store[k]) for k, p in chunk]), strict=True):
+            ctx.store.put(f"exec/{k}", r.status)
+
+
 def _python_task(ctx: EvalContext, h, prefix: str, name: str, problems: list[dict], prompt: Callable[[dict], str],
                  program: Callable[[dict, str], str], stops: Sequence[str]) -> dict:
     """A Python benchmark run as HumanEval is: n samples per problem (`h`: a HumanEvalConfig),
@@ -161,11 +172,7 @@ def _python_task(ctx: EvalContext, h, prefix: str, name: str, problems: list[dic
     ctx.generate([(k, prompt(p)) for k, p in keyed], sampling, stops, f"{name}: generate")
     _write_harness(ctx, name, keys, prompts, n)
     sandbox = SandboxConfig(timeout_s=h.timeout_s, workers=ctx.run.eval.sandbox_workers)
-    todo = [(k, p) for k, p in keyed if f"exec/{k}" not in ctx.store]
-    for i in tqdm(range(0, len(todo), 16), desc=f"{name}: execute", unit="batch", mininterval=1.0):
-        chunk = todo[i:i + 16]
-        for (k, _), r in zip(chunk, run_many([program(p, ctx.store[k]) for k, p in chunk], sandbox), strict=True):
-            ctx.store.put(f"exec/{k}", r.status)
+    _execute(ctx, keyed, program, lambda programs: run_many(programs, sandbox), f"{name}: execute")
     by_problem: dict[str, list[bool]] = {p["task_id"]: [] for p in problems}
     for k, p in keyed:
         by_problem[p["task_id"]].append(ctx.store[f"exec/{k}"] == "passed")
@@ -234,7 +241,7 @@ def multipl_e_task(ctx: EvalContext) -> dict:
     sampling = SamplingConfig(max_new_tokens=m.max_new_tokens, temperature=m.temperature, top_p=m.top_p,
                               seed=ctx.run.seed)
     tag = f"t{m.temperature}_p{m.top_p}_m{m.max_new_tokens}"
-    per_language, n = {}, m.n_samples
+    per_language, n, sandbox = {}, m.n_samples, SandboxConfig(workers=e.sandbox_workers)
     for lang, recs in sorted(by_lang.items()):
         if lang in skipped:
             continue
@@ -247,13 +254,9 @@ def multipl_e_task(ctx: EvalContext) -> dict:
             ctx.generate([(k, r["prompt"]) for k, r in keyed if tuple(r["stop_tokens"]) == stops], sampling, stops,
                          f"multipl_e {lang}: generate")
         _write_harness(ctx, harness.task_name("multipl_e", lang), keys, [r["prompt"] for r in recs], n)
-        todo = [(k, r) for k, r in keyed if f"exec/{k}" not in ctx.store]
-        sandbox = SandboxConfig(workers=e.sandbox_workers)
-        for i in tqdm(range(0, len(todo), 16), desc=f"multipl_e {lang}: execute", unit="batch", mininterval=1.0):
-            chunk = todo[i:i + 16]
-            results = languages.run_programs(lang, [multipl_e.program(r, ctx.store[k]) for k, r in chunk], sandbox)
-            for (k, _), res in zip(chunk, results, strict=True):
-                ctx.store.put(f"exec/{k}", res.status)
+        _execute(ctx, keyed, multipl_e.program,
+                 lambda programs, lang=lang: languages.run_programs(lang, programs, sandbox),
+                 f"multipl_e {lang}: execute")
         correct: dict[str, list[bool]] = {r["name"]: [] for r in recs}
         for k, r in keyed:
             correct[r["name"]].append(ctx.store[f"exec/{k}"] == "passed")
