@@ -23,7 +23,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio,tpu,tracking]"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[hf,dev,seqio,tpu,tracking,eval]"
 	touch $(STAMP)
 
 # Two pytest workers, a test file each at a time: much of the suite waits on compilation and

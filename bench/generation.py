@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from jaxcoder.eval import humaneval
-from jaxcoder.eval.generate import SamplingConfig, generate
+from jaxcoder.eval.generate import SamplingConfig, batches, generate
 from jaxcoder.model import functional as F
 from jaxcoder.model.presets import preset
 
@@ -50,8 +50,8 @@ def prompts(n_problems: int, vocab: int) -> list[list[int]]:
 
 def ours(cfg, params, jobs: list[list[int]], s: SamplingConfig, batch: int) -> float:
     start = time.perf_counter()
-    for i in range(0, len(jobs), batch):
-        generate(cfg, params, jobs[i:i + batch], s)
+    for _, prompts, kw in batches(jobs, batch):  # as `jaxcoder eval` batches its jobs
+        generate(cfg, params, prompts, s, **kw)
     return time.perf_counter() - start
 
 

@@ -77,6 +77,45 @@ def test_top_k_and_top_p_restrict_the_support():
     assert {int(sample_logits(logits, k, SamplingConfig(temperature=1.0))[0]) for k in keys} == {0, 1, 2, 3}
 
 
+def test_inverse_cdf_sampling_draws_the_softmax_distribution():
+    """20,000 draws: every token's frequency within 5 standard errors of its probability; tokens
+    with probability 0 (-inf logits, as top-k / top-p leave them) never drawn."""
+    from jaxcoder.eval.generate import inverse_cdf_sample
+
+    probs = np.array([0.4, 0.0, 0.25, 1e-3, 0.2, 0.0, 0.149])
+    logits = jnp.asarray(np.where(probs > 0, np.log(np.maximum(probs, 1e-30)), -np.inf), jnp.float32)
+    draws = 20_000
+    got = np.asarray(jax.jit(inverse_cdf_sample)(jnp.broadcast_to(logits, (draws, 7)), jax.random.PRNGKey(3)))
+    freq = np.bincount(got, minlength=7) / draws
+    p = probs / probs.sum()
+    assert freq[p == 0].sum() == 0
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / draws) + 1e-12), (freq, p)
+
+
+def test_prompts_shared_across_rows_and_batches_of_one_shape():
+    """Rows repeating a prompt share its prefill and equal generating it alone; `batches` gives
+    every batch one shape (the last topped up), so many batches compile one program pair."""
+    from jaxcoder.eval.generate import _compiled, batches
+
+    cfg = preset("starcoder2-tiny", dtype="float32", sliding_window=12)
+    params = random_params(F.init_params(cfg, 0), seed=6, scale=0.3)
+    rng = np.random.default_rng(4)
+    a, b, c = (rng.integers(4, cfg.vocab_size, n).tolist() for n in (7, 11, 40))
+    s = SamplingConfig(max_new_tokens=10)
+    alone = {tuple(p): generate(cfg, params, [p], s)[0] for p in (a, b, c)}
+    assert generate(cfg, params, [a, b, a, a], s) == [alone[tuple(p)] for p in (a, b, a, a)]
+    jobs = [a] * 3 + [b] * 3 + [c] * 3  # n = 3 samples of each of three problems
+    planned = list(batches(jobs, 4))
+    assert [len(chunk) for _, chunk, _ in planned] == [4, 4, 4] and planned[-1][1] == [c, c, c, c]
+    assert all(kw == {"prompt_len": 64, "prefill_rows": 2} for _, _, kw in planned)
+    misses = _compiled.cache_info().misses
+    outs = [o for offset, chunk, kw in planned for o in generate(cfg, params, chunk, s, **kw)]
+    assert _compiled.cache_info().misses == misses + 1
+    assert outs[:9] == [alone[tuple(p)] for p in jobs]
+    with pytest.raises(ValueError, match="prefill_rows 1 cannot hold .* 2 distinct prompts"):
+        generate(cfg, params, [a, b], s, prefill_rows=1)
+
+
 def test_the_nucleus_is_the_sorted_prefix_reaching_top_p():
     """Against a float64 sort: the same kept tokens, ties and -inf included; a row may differ only
     where the kept mass is within float32 rounding of top_p."""

@@ -55,6 +55,42 @@ def test_records_load_from_jsonl_and_parquet_and_bad_ones_name_the_field(tmp_pat
         multipl_e.load(str(tmp_path / "missing.jsonl"))
 
 
+def _hub_layout(root, configs: dict[str, list[dict]]) -> str:
+    """A dataset folder laid out as the hub stores one: a Parquet file per configuration and
+    split, named in the README's `configs` card (the layout of nuprl/MultiPL-E)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    card = ["---", "configs:"]
+    for name, rows in configs.items():
+        (root / name).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), root / name / "test-00000-of-00001.parquet")
+        card += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test-*.parquet"]
+    (root / "README.md").write_text("\n".join([*card, "---", ""]))
+    return f"hf:{root}"
+
+
+def test_hub_sources_load_through_datasets(tmp_path, monkeypatch):
+    """`hf:` sources go through `datasets.load_dataset`, per configuration for MultiPL-E: here on a
+    folder in the hub's layout (load_dataset reads a local folder exactly as a hub repository,
+    offline), so the loading code runs without downloading anything."""
+    datasets = pytest.importorskip("datasets")
+    from jaxcoder.eval import mbpp
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    demo = multipl_e.load(multipl_e.DEMO)
+    by_lang = {f"humaneval-{lang}": [r for r in demo if r["language"] == lang] for lang in ("cpp", "js")}
+    source = _hub_layout(tmp_path / "multipl_e", by_lang)
+    assert multipl_e.load(source, ("js", "cpp")) == by_lang["humaneval-js"] + by_lang["humaneval-cpp"]
+    with pytest.raises(ValueError, match="name the languages"):
+        multipl_e.load(source)
+    row = {"task_id": 11, "text": "Write a function to add two numbers.", "test_list": ["assert add(1, 2) == 3"]}
+    mbpp_source = _hub_layout(tmp_path / "mbpp", {"default": [row]})
+    assert mbpp.load(mbpp_source) == [{"task_id": "11", "description": row["text"], "test_list": row["test_list"],
+                                       "tests": "assert add(1, 2) == 3"}]
+
+
 class _Tokenizer:
     def encode_prompt(self, text: str) -> list[int]:
         return [len(text)]

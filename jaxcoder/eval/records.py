@@ -48,6 +48,6 @@ def _from_hub(name: str, languages: Sequence[str], hub, field_name: str) -> list
     try:
         import datasets
     except ImportError as e:
-        raise ValueError(f"{field_name}=hf:...: reading from the hub needs `pip install datasets`; or give a local "
-                         f"JSONL/Parquet file") from e
+        raise ValueError(f"{field_name}=hf:...: reading from the hub needs `datasets` (pip install "
+                         f"'jaxcoder[eval]'); or give a local JSONL/Parquet file") from e
     return hub(name, languages) if hub else list(datasets.load_dataset(name, split="test"))

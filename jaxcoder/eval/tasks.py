@@ -21,7 +21,7 @@ from jaxcoder.data import shards
 from jaxcoder.data.fim import FimTokens
 from jaxcoder.data.tokenizer import Tokenizer
 from jaxcoder.eval import harness, humaneval, infilling, languages, mbpp, multipl_e, perplexity, repo_completion
-from jaxcoder.eval.generate import SamplingConfig, generate, truncate
+from jaxcoder.eval.generate import SamplingConfig, batches, generate, truncate
 from jaxcoder.eval.records import load as load_records
 from jaxcoder.eval.sandbox import SandboxConfig, run_many
 from jaxcoder.eval.store import SampleStore
@@ -71,14 +71,14 @@ class EvalContext:
         if not pending:
             return
         decode = self.tokenizer.decode
-        size = self.run.eval.batch_size
-        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
         check = (lambda i, toks: any(s in decode(toks) for s in stop)) if stop else None
-        for n, batch in enumerate(tqdm(batches, desc=desc, unit="batch", mininterval=1.0)):
+        planned = list(batches([p for _, p in pending], self.run.eval.batch_size, self.mesh))
+        for n, (offset, prompts, kw) in enumerate(tqdm(planned, desc=desc, unit="batch", mininterval=1.0)):
             s = dataclasses.replace(sampling, seed=sampling.seed * 100003 + n + len(jobs) - len(pending))
-            outs = generate(self.mcfg, self.params, [p for _, p in batch], s, stop_ids=(self.tokenizer.eos_id,),
-                            stop_check=check, mesh=self.mesh)
-            for (key, _), toks in zip(batch, outs, strict=True):
+            outs = generate(self.mcfg, self.params, prompts, s, stop_ids=(self.tokenizer.eos_id,),
+                            stop_check=check, mesh=self.mesh, **kw)
+            real = pending[offset:offset + len(prompts)]
+            for (key, _), toks in zip(real, outs[:len(real)], strict=True):  # topped-up rows dropped
                 self.store.put(key, truncate(decode(toks), stop))
 
     def check_data_tokenizer(self) -> None:

@@ -139,12 +139,22 @@ class Decoder(nnx.Module):
         cache_seg = jax.lax.dynamic_update_slice(cache["seg"], segment_ids, (0, start))
         mask = attention_mask(segment_ids, cache_seg, cfg.sliding_window, q_offset=start)
         graphdef, stacked = nnx.split(self.blocks)
+        n = tokens.shape[1]
 
-        def layer(h, xs):
-            state, k_cache, v_cache = xs
-            return nnx.merge(graphdef, state).decode(h, rope, (k_cache, v_cache), mask, start)
+        # The stacked cache rides in the loop's carry and each layer writes back only its n new
+        # slots: scanning over it as xs/ys would copy the whole cache at every decoding step
+        # (on CPU that copy outweighed the attention itself).
+        def layer(carry, xs):
+            h, k_all, v_all = carry
+            state, i = xs
+            h, (k_layer, v_layer) = nnx.merge(graphdef, state).decode(h, rope, (k_all[i], v_all[i]), mask, start)
+            new = [jax.lax.dynamic_slice_in_dim(c, start, n, axis=1)[None] for c in (k_layer, v_layer)]
+            k_all = jax.lax.dynamic_update_slice(k_all, new[0], (i, 0, start, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, new[1], (i, 0, start, 0, 0))
+            return (h, k_all, v_all), None
 
-        x, (k_new, v_new) = jax.lax.scan(layer, x, (stacked, cache["k"], cache["v"]))
+        layers = jnp.arange(cfg.n_layers)
+        (x, k_new, v_new), _ = jax.lax.scan(layer, (x, cache["k"], cache["v"]), (stacked, layers))
         cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
         return self.logits(x), {"k": constrain(k_new, cache_axes), "v": constrain(v_new, cache_axes),
                                 "seg": cache_seg, "pos": cache["pos"]}
