@@ -34,6 +34,13 @@ PROGRAMS = {
     "pl": ("sub add {\n    my($x, $y) = @_;\n    return $x + $y;\n}\n\nuse strict;\nmy $candidate = \\&add;\n"
            "if($candidate->(2, 3) == 5) {} else { die \"Test failed!\"; }\n"
            "if($candidate->(-7, 7) == 0) {} else { die \"Test failed!\"; }\n"),
+    "php": ("<?php\nfunction add($x, $y) {\n    return $x + $y;\n}\n\nfunction candidate(...$args) {\n"
+            "    return add(...$args);\n}\n\nfunction test(): void {\n"
+            "    if (candidate(2, 3) !== 5) { throw new Exception(\"Test failed!\"); }\n"
+            "    if (candidate(-7, 7) !== 0) { throw new Exception(\"Test failed!\"); }\n}\n\ntest();\n"),
+    "rb": ("def add(x, y)\n  return x + y;\nend\n\nrequire 'test/unit'\nclass TestHumanEval < Test::Unit::TestCase\n"
+           "  def test_add\n    candidate = method(:add)\n    assert_equal(5, candidate.call(2, 3))\n"
+           "    assert_equal(0, candidate.call(-7, 7))\n  end\nend\n"),
 }
 WRONG = {"+ y": "- y", "$1 + $2": "$1 * $2", "$x + $y": "$x - $y"}
 
@@ -66,7 +73,7 @@ def test_correct_programs_pass_and_wrong_or_broken_ones_fail(language):
 def test_every_language_is_listed_with_why_it_is_missing():
     status = available()
     assert set(status) == set(LANGUAGES) and status["py"] is None
-    with pytest.raises(ValueError, match="unknown language 'cobol'; known: cpp, java, js, rs, sh, pl, py"):
+    with pytest.raises(ValueError, match="unknown language 'cobol'; known: cpp, java, js, rs, sh, pl, php, rb, py"):
         run_programs("cobol", ["IDENTIFICATION DIVISION."])
 
 

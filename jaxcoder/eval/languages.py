@@ -3,13 +3,14 @@
 Each language is how MultiPL-E (Cassano et al.) runs its programs: a file with the completion and
 the problem's tests, compiled where the language is compiled, and run; the program passes when
 every command exits 0 (the tests are assertions: a failed one exits non-zero). The names are
-MultiPL-E's (`cpp`, `java`, `js`, `rs`, `sh`, `pl`, `py`). Compilers and runtimes run inside the
-same sandbox as the program (`sandbox.py`), under the sample's limits, with their toolchain
-directories visible read-only. Python keeps the checked runner (`sandbox.python_job`): a pass
+MultiPL-E's (`cpp`, `java`, `js`, `rs`, `sh`, `pl`, `php`, `rb`, `py`). Compilers and runtimes run
+inside the same sandbox as the program (`sandbox.py`), under the sample's limits, with their
+toolchain directories visible read-only. Python keeps the checked runner (`sandbox.python_job`): a pass
 there also means the program reached its last statement.
 
 `available()` says which languages this host can run and why the others cannot; evaluations skip
-those and say so.
+those and say so, as they do MultiPL-E's languages without a runner here yet (Go, TypeScript, C#,
+Scala, Swift, D, Lua, R, Julia, Racket).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ LANGUAGES = {lang.name: lang for lang in (
               ("./program",))),
     Language("sh", "program.sh", ("bash",), (("{bash}", "program.sh"),), timeout_s=10.0),
     Language("pl", "program.pl", ("perl",), (("{perl}", "program.pl"),), timeout_s=10.0),
+    Language("php", "program.php", ("php",), (("{php}", "program.php"),), timeout_s=10.0),
+    Language("rb", "program.rb", ("ruby",), (("{ruby}", "program.rb"),), timeout_s=10.0),
     Language("py", "program.py", ("python3",), (), timeout_s=3.0),
 )}
 
