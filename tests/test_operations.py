@@ -86,7 +86,7 @@ def test_the_local_tier_serves_only_the_run_and_mesh_that_wrote_it(poisoned_run,
     assert LocalTier(local, 2, mine).usable_steps() == ([2, 4], None)
     other_mesh = {**mine, "mesh": {**mine["mesh"], "data": 4, "fsdp": 2}}
     assert LocalTier(local, 2, other_mesh).usable_steps() == (
-        [], "written with another mesh ({'data': 8, 'stage': 1, 'fsdp': 1, 'tensor': 1})")
+        [], "written with another mesh ({'data': 8, 'stage': 1, 'fsdp': 1, 'context': 1, 'tensor': 1})")
     # Another run pointed at the same local directory, with nothing of its own to resume: refused.
     other = tiny_train_config(cfg.data.prepared_dir, tmp_path / "other", local_checkpoint_dir=str(local),
                               local_checkpoint_every=2)

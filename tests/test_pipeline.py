@@ -98,6 +98,6 @@ def test_33b_dry_run_fits_with_stages_and_prints_the_bubble():
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "128 {'data': 1, 'stage': 2, 'fsdp': 64, 'tensor': 1}" in out
+    assert "128 {'data': 1, 'stage': 2, 'fsdp': 64, 'context': 1, 'tensor': 1}" in out
     assert "pipeline bubble fraction       0.200" in out  # (2-1)/(1*4+2-1)
     assert float(out.split("peak / device")[1].split("GiB")[0]) < 80

@@ -1,6 +1,6 @@
-"""Sharded training on 8 fake CPU devices: mesh-independent losses, FSDP memory scaling, restores onto
-other meshes, gradient accumulation, exact resume after SIGKILL, clean SIGTERM, and a 2-process run
-(gloo collectives) that equals the 1-process run."""
+"""Sharded training on 8 fake CPU devices: mesh-independent losses (context parallelism included), FSDP
+memory scaling, restores onto other meshes, gradient accumulation, exact resume after SIGKILL, clean
+SIGTERM, and a 2-process run (gloo collectives) that equals the 1-process run."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from jaxcoder.train.loop import train
 ROOT = Path(__file__).parent.parent
 needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 MESHES = {"single": dict(num_devices=1, data=1), "data8": dict(data=8),
-          "data2_fsdp4": dict(data=2, fsdp=4), "data2_fsdp2_tensor2": dict(data=2, fsdp=2, tensor=2)}
+          "data2_fsdp4": dict(data=2, fsdp=4), "data2_fsdp2_tensor2": dict(data=2, fsdp=2, tensor=2),
+          "fsdp2_context4": dict(data=1, fsdp=2, context=4)}
 
 
 def losses(history):
@@ -39,7 +40,7 @@ def reference(prepared_data, tmp_path_factory):
 
 
 @needs8
-@pytest.mark.parametrize("mesh", ["data8", "data2_fsdp4", "data2_fsdp2_tensor2"])
+@pytest.mark.parametrize("mesh", ["data8", "data2_fsdp4", "data2_fsdp2_tensor2", "fsdp2_context4"])
 def test_losses_do_not_depend_on_the_mesh(prepared_data, tmp_path, reference, mesh):
     cfg = tiny_train_config(prepared_data[0].out_dir, tmp_path)
     cfg.mesh.update(**MESHES[mesh])
@@ -286,7 +287,7 @@ def test_dry_run_fits_published_context_on_64_device_fsdp(config):
                           cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "64 {'data': 1, 'stage': 1, 'fsdp': 64, 'tensor': 1}" in out
+    assert "64 {'data': 1, 'stage': 1, 'fsdp': 64, 'context': 1, 'tensor': 1}" in out
     peak = float(out.split("peak / device")[1].split("GiB")[0])
     state = float(out.split("params + optimizer / device")[1].split("GiB")[0])
     assert peak < 80 and "fits in 80 GiB per device      yes" in out

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxcoder_kernels.splash import splash_problem
 
+from jaxcoder.parallel.context import context_size, sharded_ring_attention
 from jaxcoder.parallel.rules import active_mesh, active_spec, target_device, target_platform
 
 AttentionFn = Callable[..., jax.Array]
@@ -200,8 +201,15 @@ def resolve_impl(impl: str, q: jax.Array | None = None, *, packed: bool = True,
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array | None,
            kv_segment_ids: jax.Array | None, sliding_window: int | None, impl: str = "auto",
-           scale: float | None = None) -> jax.Array:
-    """Dispatches to the selected attention implementation (segment ids None: one document)."""
+           scale: float | None = None, positions: jax.Array | None = None) -> jax.Array:
+    """Dispatches to the selected attention implementation (segment ids None: one document).
+
+    Under a mesh whose `context` axis shards the sequence, attention runs as a ring over it
+    (`parallel/context.py`), masked by segment ids and `positions` (the tokens' positions within
+    their documents, needed there: the rows are in the load-balanced order)."""
+    mesh = active_mesh()
+    if context_size(mesh) > 1 and "context" in jax.tree.leaves(tuple(active_spec(("length",)))):
+        return _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh)
     name = resolve_impl(impl, q, packed=q_segment_ids is not None, k_len=k.shape[1])
     fn = _REGISTRY.get(name)
     if fn is None:
@@ -212,3 +220,17 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array
         kv_segment_ids = jnp.zeros(k.shape[:2], jnp.int32)
     return fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
               sliding_window=sliding_window, scale=scale)
+
+
+def _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh):
+    # Each ring step's block runs through XLA whatever model.attention_impl says: the Pallas and
+    # splash kernels do not return the log-sum-exp a ring merges by (README, context parallelism).
+    if positions is None:
+        raise ValueError("context parallelism needs the tokens' positions (the mask is built from them)")
+    if q_segment_ids is None:
+        q_segment_ids = kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32)
+    specs = (active_spec(("batch", "length", "heads", "head_dim")), active_spec(("batch", "length", "kv_heads",
+             "head_dim")), active_spec(("batch", "length")))
+    return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                                  q_positions=positions, kv_positions=positions, mesh=mesh, specs=specs,
+                                  sliding_window=sliding_window, scale=scale)

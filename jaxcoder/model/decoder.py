@@ -35,8 +35,8 @@ class Block(nnx.Module):
         self.mlp_norm = Norm(cfg, rngs=rngs)
         self.mlp = Mlp(cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array, segment_ids: jax.Array, rope) -> jax.Array:
-        return self._residual(x, lambda h: (self.attn(h, segment_ids, rope), None))[0]
+    def __call__(self, x: jax.Array, segment_ids: jax.Array, rope, positions: jax.Array | None = None) -> jax.Array:
+        return self._residual(x, lambda h: (self.attn(h, segment_ids, rope, positions), None))[0]
 
     def decode(self, x: jax.Array, rope, cache, mask: jax.Array, start):
         """The block over new tokens with this layer's KV cache: (x, updated cache)."""
@@ -102,7 +102,7 @@ class Decoder(nnx.Module):
         if pcfg is not None:
             def layer_fn(layer_state, h, seg, pos):
                 rope = rope_tables(pos, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
-                return nnx.merge(graphdef, layer_state)(h, seg, rope)
+                return nnx.merge(graphdef, layer_state)(h, seg, rope, pos)
 
             # Per-layer remat inside a stage: recomputing a stage for its backward then holds one
             # layer's intermediates at a time, not a whole stage's.
@@ -112,7 +112,7 @@ class Decoder(nnx.Module):
         rope = rope_tables(positions, cfg.rope, cfg.head_dim) if cfg.position == "rope" else None
 
         def body(h, layer_state):
-            return nnx.merge(graphdef, layer_state)(h, segment_ids, rope), None
+            return nnx.merge(graphdef, layer_state)(h, segment_ids, rope, positions), None
 
         if cfg.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)

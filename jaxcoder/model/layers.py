@@ -15,7 +15,8 @@ from flax import nnx
 from jaxcoder.model.attention_ops import attend, attend_block
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.rope import apply_rope
-from jaxcoder.parallel.rules import constrain
+from jaxcoder.parallel.context import context_size
+from jaxcoder.parallel.rules import active_mesh, constrain
 
 
 def _param(rngs: nnx.Rngs | None, shape, axes, dtype, std: float | None) -> nnx.Param:
@@ -137,10 +138,10 @@ class Attention(nnx.Module):
         return out
 
     def __call__(self, x: jax.Array, segment_ids: jax.Array,
-                 rope: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+                 rope: tuple[jax.Array, jax.Array] | None, positions: jax.Array | None = None) -> jax.Array:
         q, k, v = self.project_qkv(x, rope)
         o = attend(q, k, v, q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
-                   sliding_window=self.cfg.sliding_window, impl=self.cfg.attention_impl)
+                   sliding_window=self.cfg.sliding_window, impl=self.cfg.attention_impl, positions=positions)
         return self.output(o)
 
     def decode(self, x: jax.Array, rope, cache: tuple[jax.Array, jax.Array], mask: jax.Array,
@@ -163,9 +164,16 @@ class Embed(nnx.Module):
     def __init__(self, num: int, dim: int, axes: tuple[str, str], cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.embedding = _param(rngs, (num, dim), axes, _dtype(cfg.param_dtype), cfg.init_std)
         self.dtype = _dtype(cfg.dtype)
+        self.rows = axes[0]
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        table = self.embedding[...]
+        if context_size(active_mesh()) > 1:
+            # With the sequence sharded (context parallelism) GSPMD cannot move a lookup made along
+            # the table's sharded `embed` axis onto batch-and-length-sharded activations without
+            # replicating them; gathering the table first (as FSDP gathers every weight) can.
+            table = constrain(table.astype(self.dtype), (self.rows, None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """x @ table.T, the tied LM head."""

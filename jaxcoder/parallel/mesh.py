@@ -13,7 +13,7 @@ from jaxcoder.fields import ConfigError, check, field
 from jaxcoder.parallel.rules import DEFAULT_RULES
 from jaxcoder.parallel.topology import slice_count
 
-MESH_AXES = ("data", "stage", "fsdp", "tensor")
+MESH_AXES = ("data", "stage", "fsdp", "context", "tensor")
 GRANULES = ("auto", "slice", "process")
 PLURAL = {"slice": "slices", "process": "processes"}
 
@@ -29,6 +29,9 @@ class MeshConfig:
     data: int = -1
     stage: int = 1
     fsdp: int = 1
+    # Context parallelism: every row's tokens split over this many devices (ring attention,
+    # jaxcoder/parallel/context.py), for sequences whose activations one device cannot hold.
+    context: int = 1
     tensor: int = 1
     num_devices: int = field(0, ge=0)  # use only the first N devices (0 = all)
     # Several TPU slices or GPU nodes ("granules": ICI / NVLink inside, the slower data-centre
@@ -39,6 +42,7 @@ class MeshConfig:
     dcn_data: int = -1
     dcn_stage: int = 1
     dcn_fsdp: int = 1
+    dcn_context: int = 1
     dcn_tensor: int = 1
     granule: str = field("auto", choices=GRANULES)  # auto: TPU slices when there are several, else processes
     # Logical axis name -> mesh axes; first applicable rule wins (jaxcoder/parallel/rules.py).
@@ -101,7 +105,15 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     types = (AxisType.Auto,) * len(MESH_AXES)
     kind, count = _granules(devices, granule)
     if count == 1:
-        return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices)
+        try:
+            return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices)
+        except NotImplementedError:
+            # An axis that no product of the slice's physical axes equals (8 on a v5p 4x4x4):
+            # split a physical axis for it rather than refuse the mesh.
+            from jax.experimental import mesh_utils
+
+            return Mesh(mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True), MESH_AXES,
+                        axis_types=types)
     across = _dcn_sizes(dcn or {"data": -1}, count, kind)
     for a in MESH_AXES:
         if resolved[a] % across[a]:
@@ -129,7 +141,8 @@ def granule_spans(mesh: Mesh, granule: str = "auto") -> tuple[str, dict[str, int
 def _granules(devices: Sequence[jax.Device], granule: str) -> tuple[str, int]:
     slices = slice_count(devices)
     processes = len({d.process_index for d in devices})
-    if granule == "slice" or (granule == "auto" and slices > 1):
+    # TPU hosts of one slice share its ICI: a TPU slice is a granule however many processes it has.
+    if granule == "slice" or (granule == "auto" and (slices > 1 or devices[0].platform == "tpu")):
         return "slice", slices
     return "process", processes
 
@@ -166,4 +179,10 @@ def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq
     stage = sizes.get("stage", 1)
     if stage > 1 and model_cfg.n_layers % stage:
         raise MeshError(f"model.n_layers ({model_cfg.n_layers}) is not divisible by mesh.stage ({stage})")
-    del seq_len
+    context = sizes.get("context", 1)
+    if context > 1 and seq_len % (2 * context):
+        raise MeshError(f"train.seq_len ({seq_len}) must be a multiple of 2 x mesh.context = {2 * context} (each "
+                        f"device holds an early and a late chunk of every row)")
+    if context > 1 and stage > 1:
+        raise MeshError(f"mesh.context={context} with mesh.stage={stage}: context parallelism inside pipeline "
+                        f"stages is not supported yet; use one of them")

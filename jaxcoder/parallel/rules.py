@@ -30,12 +30,15 @@ DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
     ("batch", "data"),
     ("layers", "stage"),
+    # Parameters shard over the context axis too (as in MaxText): its devices hold different
+    # tokens but the same weights, so they can split the weights' memory like FSDP devices do.
+    ("embed", ("fsdp", "context")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("vocab", "tensor"),
-    ("length", None),
+    ("length", "context"),
     ("head_dim", None),
     ("norm", None),
     ("position", None),

@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcoder.model import functional as F
 from jaxcoder.model.config import ModelConfig
+from jaxcoder.parallel.context import context_size, zigzag
 from jaxcoder.parallel.rules import Rules, named_sharding, tree_shardings
 
 
@@ -56,7 +57,9 @@ def abstract_state(mcfg: ModelConfig, optimizer: optax.GradientTransformation, s
 
 
 def global_batch(local: dict, sharding: NamedSharding) -> dict:
-    """Assembles each process's rows into global arrays laid out by `sharding`."""
+    """Assembles each process's rows into global arrays laid out by `sharding` (with context
+    parallelism, each row's tokens in the load-balanced order first: `context.zigzag`)."""
+    local = zigzag(local, context_size(sharding.mesh))
     if jax.process_count() == 1:
         return jax.device_put(local, sharding)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
