@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxcoder.model import functional as F
 from jaxcoder.model.config import ModelConfig
+from jaxcoder.model.decoder import CACHE_AXES
 from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, logical_to_spec, sharding_rules, tree_shardings
 
 
@@ -82,15 +83,13 @@ def nucleus(logits: jax.Array, top_p: float) -> jax.Array:
 @functools.lru_cache(maxsize=16)
 def _compiled(cfg: ModelConfig, s: SamplingConfig, batch: int, prefill_rows: int, prompt_len: int, total: int,
               mesh=None, rules: Rules = DEFAULT_RULES):
-    cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
-
     @jax.jit
     def prefill(params, tokens, seg, positions, rows, key):
         # Each distinct prompt is prefilled once; `rows` [batch] picks every row's prompt, so a
         # problem's n samples share one prompt's K/V (prefix sharing) at a prefill_rows-row cost.
         cache = F.init_cache(cfg, prefill_rows, total)
         logits, cache = F.decode(cfg, params, tokens, seg, positions, cache, 0)
-        shared = {name: constrain(jnp.take(cache[name], rows, axis=1), cache_axes) for name in ("k", "v")}
+        shared = {name: constrain(jnp.take(cache[name], rows, axis=1), CACHE_AXES) for name in ("k", "v")}
         nxt = sample_logits(jnp.take(logits[:, -1], rows, axis=0), key, s)
         return nxt, {**shared, "seg": jnp.take(cache["seg"], rows, axis=0),
                      "pos": jnp.take(positions[:, -1] + 1, rows, axis=0)}

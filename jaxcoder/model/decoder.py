@@ -50,6 +50,9 @@ class Block(nnx.Module):
         return constrain(x, ("batch", "length", "embed")), aux
 
 
+CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")  # the logical axes of cached K and V
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict:
     """An empty KV cache for `Decoder.decode`: `batch` rows of `length` slots, K and V with
     n_kv_heads heads (GQA-sized) per layer, each slot's segment id (-1 = empty; padding 0, text 1)
@@ -155,8 +158,7 @@ class Decoder(nnx.Module):
 
         layers = jnp.arange(cfg.n_layers)
         (x, k_new, v_new), _ = jax.lax.scan(layer, (x, cache["k"], cache["v"]), (stacked, layers))
-        cache_axes = ("layers", "batch", "length", "kv_heads", "head_dim")
-        return self.logits(x), {"k": constrain(k_new, cache_axes), "v": constrain(v_new, cache_axes),
+        return self.logits(x), {"k": constrain(k_new, CACHE_AXES), "v": constrain(v_new, CACHE_AXES),
                                 "seg": cache_seg, "pos": cache["pos"]}
 
     def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None,
