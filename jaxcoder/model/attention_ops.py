@@ -88,6 +88,12 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: ja
 register_attention("xla", functools.partial(xla_attention, q_chunk=1024))
 
 
+def _attention_specs():
+    """The active PartitionSpecs of queries [B, T, H, D], K/V [B, S, KV, D] and per-token ids [B, T]."""
+    return (active_spec(("batch", "length", "heads", "head_dim")), active_spec(("batch", "length", "kv_heads",
+            "head_dim")), active_spec(("batch", "length")))
+
+
 def _sharded(fn: AttentionFn) -> AttentionFn:
     """Runs a kernel per device under the active mesh.
 
@@ -99,9 +105,7 @@ def _sharded(fn: AttentionFn) -> AttentionFn:
         mesh = active_mesh()
         if mesh is None or mesh.size == 1:
             return fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, **kwargs)
-        qs = active_spec(("batch", "length", "heads", "head_dim"))
-        kvs = active_spec(("batch", "length", "kv_heads", "head_dim"))
-        seg = active_spec(("batch", "length"))
+        qs, kvs, seg = _attention_specs()
         if (qs[2] is None) != (kvs[2] is None):
             # Sharding query heads but not KV heads (or the reverse) would break the GQA grouping.
             raise ValueError(f"attention heads sharded as {qs[2]} but KV heads as {kvs[2]}; "
@@ -229,8 +233,6 @@ def _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding
         raise ValueError("context parallelism needs the tokens' positions (the mask is built from them)")
     if q_segment_ids is None:
         q_segment_ids = kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32)
-    specs = (active_spec(("batch", "length", "heads", "head_dim")), active_spec(("batch", "length", "kv_heads",
-             "head_dim")), active_spec(("batch", "length")))
     return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                                  q_positions=positions, kv_positions=positions, mesh=mesh, specs=specs,
+                                  q_positions=positions, kv_positions=positions, mesh=mesh, specs=_attention_specs(),
                                   sliding_window=sliding_window, scale=scale)
