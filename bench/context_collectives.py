@@ -12,6 +12,11 @@ holding T/C tokens: forward, C-1 sends of the K and V blocks (2 x T/C x KV x D x
 their segment ids and positions (2 x T/C x 4 bytes); backward, C-1 sends of the K and V gradients
 (same size as K and V). The program keeps each forward step's received block for the backward
 pass rather than sending it around again.
+
+The ring whose blocks run through our Pallas kernel (`context_flash.py`, what `auto` picks on TPU)
+is compiled for the TPU too. Its backward is a custom VJP that keeps only the device's own K/V:
+C-1 sends of K, V and segment ids forward, C-1 again backward, and the K/V gradients travel with
+them as float32 accumulators (C-1 hops, then one send home).
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def sent_bytes(hlo: str) -> int:
     return total(entry)
 
 
-def measure(heads: int, kv: int, d: int, tokens: int, c: int, devices) -> int:
+def measure(heads: int, kv: int, d: int, tokens: int, c: int, devices, kernel: bool = False) -> int:
     mesh = make_mesh({"context": c, "data": 1}, devices=devices[:c])
     tok = NamedSharding(mesh, P(None, "context"))
     act = NamedSharding(mesh, P(None, "context", None, None))
@@ -103,18 +108,26 @@ def measure(heads: int, kv: int, d: int, tokens: int, c: int, devices) -> int:
     ids = jax.ShapeDtypeStruct((1, tokens), jnp.int32, sharding=tok)
     specs = (P(None, "context", None, None), P(None, "context", None, None), P(None, "context"))
 
+    target = {"platform": "tpu", "interpret": False, "device_kind": devices[0].device_kind} if kernel else None
+
     def loss(q, k, v, seg, pos):
         o = sharded_ring_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
-                                   kv_positions=pos, mesh=mesh, specs=specs)
+                                   kv_positions=pos, mesh=mesh, specs=specs, kernel_options=target)
         return o.astype(jnp.float32).sum()
 
     step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-    return sent_bytes(step.lower(q, k, k, ids, ids).compile().as_text())
+    with jax.default_matmul_precision("default"):
+        return sent_bytes(step.lower(q, k, k, ids, ids).compile().as_text())
 
 
 def theory(kv: int, d: int, tokens: int, c: int) -> int:
     chunk = tokens // c
     return (c - 1) * (2 * chunk * kv * d * 2 + 2 * chunk * 4) + (c - 1) * 2 * chunk * kv * d * 2
+
+
+def kernel_theory(kv: int, d: int, tokens: int, c: int) -> int:
+    chunk = tokens // c
+    return 2 * (c - 1) * (2 * chunk * kv * d * 2 + chunk * 4) + c * 2 * chunk * kv * d * 4
 
 
 def targets() -> dict:
@@ -142,6 +155,18 @@ def main() -> None:
                 got = [measure(heads, kv, d, tokens, c, devices) for devices in compiled_for.values()]
                 print(f"| {label} | {tokens // 1024}K | {c} | {want / 2**20:,.1f} MiB | "
                       + " | ".join(f"{g / 2**20:,.1f} MiB ({g / want:.2f}x)" for g in got) + " |", flush=True)
+    tpu = [devices for name, devices in compiled_for.items() if name.startswith("TPU")]
+    if tpu:
+        print("\nBlocks through our Pallas kernel (custom VJP ring), compiled for the TPU:\n")
+        print("| attention | tokens | context | kernel ring theory | compiled for TPU v5p:2x2x2 |")
+        print("|---|---:|---:|---:|---:|")
+        for label, (heads, kv, d) in SHAPES.items():
+            for tokens in (65536, 131072):
+                for c in (4, 8):
+                    want = kernel_theory(kv, d, tokens, c)
+                    got = measure(heads, kv, d, tokens, c, tpu[0], kernel=True)
+                    print(f"| {label} | {tokens // 1024}K | {c} | {want / 2**20:,.1f} MiB | "
+                          f"{got / 2**20:,.1f} MiB ({got / want:.2f}x) |", flush=True)
     print("\nA ring step hides its transfer when the block's attention takes longer than sending K and V:"
           "\n2 x (T/C)^2 x H x D useful FLOPs vs 4 x (T/C) x KV x D bytes, i.e. T/C >= 2 x (KV/H) x FLOP/s / (B/s).")
     print("\n| hardware | attention | tokens per device T/C at which the ring stops being bandwidth-bound |")

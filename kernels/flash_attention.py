@@ -76,6 +76,21 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     (default: this process's first device; the model passes the mesh's, which is a TPU
     topology's when compiling ahead of time on CPU).
     """
+    st, args = prepare(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                       q_offset=k.shape[1] - q.shape[1], sliding_window=sliding_window, scale=scale,
+                       block_sizes=block_sizes, platform=platform, interpret=interpret,
+                       num_stages=num_stages, device_kind=device_kind)
+    return restore(st, _flash(st, *args), q.shape[1], q.shape[3])
+
+
+def prepare(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array | None,
+            kv_segment_ids: jax.Array | None, q_offset: int, sliding_window: int | None = None,
+            scale: float | None = None, block_sizes: BlockSizes | None = None, platform: str | None = None,
+            interpret: bool | None = None, num_stages: int = 2, device_kind: str | None = None):
+    """Checks a call (arguments as `flash_attention`'s) and brings it into the kernels' terms:
+    (Static, (q, k, v, q_seg, kv_seg)) padded to whole blocks in the platform's layout, for
+    `flash_fwd.forward` / `flash_bwd.backward`. Query i sits at key position `q_offset + i` (a
+    ring passes the distance between a query chunk and a key chunk)."""
     backend_platform = platform_of_backend()
     interpret = backend_platform == "cpu" if interpret is None else interpret
     platform = platform or ("gpu" if backend_platform == "cpu" else backend_platform)
@@ -116,11 +131,15 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     k = _pad_axis(_pad_axis(k, 3, padded_dim), 1, blocks.kv_multiple)
     v = _pad_axis(_pad_axis(v, 3, padded_dim), 1, blocks.kv_multiple)
 
-    st = Static(scale=scale, window=sliding_window, q_offset=kv_len - q_len, blocks=blocks,
+    st = Static(scale=scale, window=sliding_window, q_offset=q_offset, blocks=blocks,
                 platform=platform, interpret=interpret, num_stages=num_stages)
     if st.bhtd:
         q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    out = _flash(st, q, k, v, q_seg, kv_seg)
+    return st, (q, k, v, q_seg, kv_seg)
+
+
+def restore(st: Static, out: jax.Array, q_len: int, head_dim: int) -> jax.Array:
+    """A kernel output in the model's layout [B, T, H, D] without the padding `prepare` added."""
     if st.bhtd:
         out = out.transpose(0, 2, 1, 3)
     return out[:, :q_len, :, :head_dim]

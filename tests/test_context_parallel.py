@@ -1,10 +1,12 @@
 """Context parallelism on 8 fake devices: with each row's tokens split over the `context` mesh axis
 (ring attention, load-balanced layout), the loss and every gradient equal those of the same model
 and batch on one device, for packed rows (many short documents and one longer than a device's
-chunk), with and without a sliding window, for GQA and MQA models, beside FSDP and data
-parallelism."""
+chunk), with and without a sliding window, for GQA and MQA models, beside FSDP, data parallelism and
+pipeline stages, with ring blocks computed by XLA and by our Pallas kernel."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import numpy as np
@@ -16,7 +18,8 @@ from jaxcoder.model.loss import loss_sums
 from jaxcoder.model.presets import preset
 from jaxcoder.parallel.context import zigzag, zigzag_order
 from jaxcoder.parallel.mesh import make_mesh
-from jaxcoder.parallel.rules import sharding_rules, tree_shardings
+from jaxcoder.parallel.pipeline import StageConfig, pipelining
+from jaxcoder.parallel.rules import named_sharding, sharding_rules, tree_shardings
 from jaxcoder.train.sharding import global_batch
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
@@ -62,7 +65,8 @@ CASES = {  # (preset, overrides): GQA with and without a window, MQA with learne
 }
 MESHES = {"context2-fsdp2-data2": {"data": 2, "fsdp": 2, "context": 2},
           "context4-fsdp2": {"fsdp": 2, "context": 4, "data": 1},
-          "context8": {"context": 8, "data": 1}}
+          "context8": {"context": 8, "data": 1},
+          "stage2-context2-fsdp2": {"stage": 2, "context": 2, "fsdp": 2, "data": 1}}
 
 
 @pytest.mark.parametrize(("case", "mesh_name", "q_chunk"), [
@@ -76,26 +80,64 @@ def test_loss_and_gradients_equal_one_device(case, mesh_name, q_chunk, monkeypat
     from jaxcoder.parallel import context
 
     monkeypatch.setattr(context, "Q_CHUNK", q_chunk)
+    assert_equal_one_device(case, mesh_name)
+
+
+@pytest.mark.parametrize(("case", "mesh_name", "max_piece"), [
+    ("gqa", "context2-fsdp2-data2", None),
+    ("gqa-window", "context4-fsdp2", None),  # chunk distances 0 and 1 computed, farther ones skipped; 1 hop each way
+    ("mqa", "context4-fsdp2", 4),  # chunks of 8 cut into pieces of 4 (as on a TPU whose VMEM a chunk overfills)
+])
+def test_pallas_ring_equals_one_device(case, mesh_name, max_piece, monkeypatch):
+    """With model.attention_impl=pallas each ring block runs through our flash kernel (interpreted
+    here) and its custom VJP; the reference is one device through XLA."""
+    from jaxcoder.parallel import context_flash
+
+    calls = spy_on_the_kernel_ring(monkeypatch)
+    monkeypatch.setattr(context_flash, "MAX_PIECE", max_piece)
+    assert_equal_one_device(case, mesh_name, attention_impl="pallas")
+    assert calls, "the ring did not run through the kernel"
+
+
+@pytest.mark.parametrize("attention_impl", ["xla", "pallas"])
+def test_context_parallelism_inside_pipeline_stages(attention_impl, monkeypatch):
+    """Two pipeline stages, each sharding its rows over 2 context devices (and FSDP 2): the ring
+    runs inside the stages' vmap; loss and gradients equal one device's."""
+    calls = spy_on_the_kernel_ring(monkeypatch)
+    assert_equal_one_device("gqa-window", "stage2-context2-fsdp2", attention_impl=attention_impl, n_layers=4,
+                            pipeline=StageConfig(stages=2, microbatches=2))
+    assert bool(calls) == (attention_impl == "pallas")
+
+
+def spy_on_the_kernel_ring(monkeypatch) -> list:
+    from jaxcoder.parallel import context_flash
+
+    calls = []
+    ring = context_flash.ring_flash_attention
+    monkeypatch.setattr(context_flash, "ring_flash_attention", lambda *a, **kw: calls.append(1) or ring(*a, **kw))
+    return calls
+
+
+def assert_equal_one_device(case, mesh_name, attention_impl="xla", pipeline=None, **model):
     name, overrides = CASES[case]
-    cfg = preset(name, dtype="float32", param_dtype="float32", max_seq_len=T, **overrides)
+    cfg = preset(name, dtype="float32", param_dtype="float32", max_seq_len=T, **overrides, **model)
     params = random_params(F.init_params(cfg, 0), seed=3, scale=0.3)
     batch = packed_batch(4, cfg.vocab_size, seed=len(case))
     want_loss, want_grads = jax.jit(lambda p, b: loss_and_grads(cfg, p, b))(params, batch)
 
+    cfg = dataclasses.replace(cfg, attention_impl=attention_impl)
     mesh = make_mesh(MESHES[mesh_name])
     sharded_params = jax.device_put(params, tree_shardings(F.param_axes(cfg), mesh))
-    from jaxcoder.parallel.rules import named_sharding
-
     placed = global_batch(batch, named_sharding(("batch", "length"), mesh))
     assert placed["inputs"].sharding.spec[1] == "context"
 
     def step(p, b):
-        with sharding_rules(mesh):
+        with sharding_rules(mesh), pipelining(pipeline or StageConfig()):
             return loss_and_grads(cfg, p, b)
 
-    lowered = jax.jit(step).lower(sharded_params, placed)
-    assert "collective-permute" in lowered.compile().as_text()  # K/V travel as a ring
-    got_loss, got_grads = jax.jit(step)(sharded_params, placed)
+    compiled = jax.jit(step).lower(sharded_params, placed).compile()
+    assert "collective-permute" in compiled.as_text()  # K/V travel as a ring
+    got_loss, got_grads = compiled(sharded_params, placed)
     np.testing.assert_allclose(got_loss, want_loss, rtol=2e-6)
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got_grads), jax.tree.leaves(want_grads),
                             strict=True):
@@ -113,11 +155,10 @@ def test_the_load_balanced_layout_gives_each_device_an_early_and_a_late_chunk():
         zigzag_order(12, 4)
 
 
-def test_the_context_axis_is_refused_with_pipeline_stages_and_odd_lengths():
+def test_odd_lengths_are_refused_by_field():
     from jaxcoder.parallel.mesh import MeshError, check_model_fits
 
     cfg = preset("deepseek-coder-tiny")
     with pytest.raises(MeshError, match=r"train.seq_len \(100\) must be a multiple of 2 x mesh.context = 8"):
         check_model_fits(cfg, {"context": 4, "data": 2}, 8, 100)
-    with pytest.raises(MeshError, match="mesh.context=2 with mesh.stage=2"):
-        check_model_fits(cfg, {"context": 2, "stage": 2, "data": 2}, 8, 64)
+    check_model_fits(cfg, {"context": 2, "stage": 2, "data": 2}, 8, 64)  # composes with pipeline stages

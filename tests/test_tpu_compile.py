@@ -153,6 +153,34 @@ def test_auto_is_splash_on_a_tpu_mesh_and_xla_when_decoding():
     assert kernels(1) == 0  # one new token against a cache: XLA
 
 
+@pytest.mark.parametrize(("generation", "length", "window", "piece"), [
+    ("v5e", 2048, 300, 256),  # 4 devices x 2 zigzag chunks of 256 tokens
+    ("v4", 16384, None, 1024),  # chunks of 2048: longer than v4's VMEM takes whole, so cut in two
+])
+def test_the_context_ring_compiles_with_our_kernel_for_tpu(generation, length, window, piece):
+    """Context parallelism on a TPU slice: `auto` (splash) runs the ring's chunk pairs through our
+    Mosaic kernel (forward, dK/dV and dQ), K/V travelling by collective-permute."""
+    devices = tpu_devices(GENERATIONS[generation])
+    mesh = make_mesh({"data": 1, "context": 4}, devices)
+    spec = NamedSharding(mesh, PartitionSpec(None, "context"))
+    specs = [jax.ShapeDtypeStruct(s, dt, sharding=spec) for s, dt in (
+        ((1, length, 8, 128), jnp.bfloat16), ((1, length, 2, 128), jnp.bfloat16),
+        ((1, length, 2, 128), jnp.bfloat16), ((1, length), jnp.int32), ((1, length), jnp.int32))]
+
+    def loss(q, k, v, seg, pos):
+        with sharding_rules(mesh):
+            out = attend(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, sliding_window=window, positions=pos)
+        return out.astype(jnp.float32).sum()
+
+    with jax.default_matmul_precision("default"):
+        text = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(*specs).compile().as_text()
+    assert text.count('custom_call_target="tpu_custom_call"') >= 3
+    kernels = set(re.findall(r"flash_attention_(?:fwd|dkv|dq)", text))
+    assert kernels == {"flash_attention_fwd", "flash_attention_dkv", "flash_attention_dq"}, kernels
+    assert f"bf16[1,8,{piece},128]" in text and f"bf16[1,8,{2 * piece},128]" not in text  # queries per kernel call
+    assert "collective-permute" in text
+
+
 def test_two_slices_put_the_data_axis_across_them():
     from jaxcoder.parallel.mesh import granule_spans
 

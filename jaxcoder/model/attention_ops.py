@@ -123,11 +123,16 @@ def pallas_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=N
     when compiling ahead of time); on CPU it runs in the interpreter."""
     from jaxcoder_kernels.flash_attention import flash_attention  # kernels import this module's registry
 
+    return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                           sliding_window=sliding_window, scale=scale, **kernel_target())
+
+
+def kernel_target() -> dict:
+    """Our kernel's lowering for the target (a TPU topology's when compiling ahead of time):
+    platform and device kind, or the interpreter on CPU."""
     platform = target_platform()
     target = {"platform": platform, "interpret": False} if platform in ("gpu", "tpu") else {}
-    return flash_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                           sliding_window=sliding_window, scale=scale,
-                           device_kind=target_device().device_kind, **target)
+    return {"device_kind": target_device().device_kind, **target}
 
 
 def splash_attention(q, k, v, *, q_segment_ids, kv_segment_ids, sliding_window=None, scale=None):
@@ -212,9 +217,10 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array
     (`parallel/context.py`), masked by segment ids and `positions` (the tokens' positions within
     their documents, needed there: the rows are in the load-balanced order)."""
     mesh = active_mesh()
-    if context_size(mesh) > 1 and "context" in jax.tree.leaves(tuple(active_spec(("length",)))):
-        return _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh)
     name = resolve_impl(impl, q, packed=q_segment_ids is not None, k_len=k.shape[1])
+    if context_size(mesh) > 1 and "context" in jax.tree.leaves(tuple(active_spec(("length",)))):
+        return _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh,
+                                 kernel=ring_blocks(name) == "pallas")
     fn = _REGISTRY.get(name)
     if fn is None:
         raise ValueError(
@@ -226,13 +232,22 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array
               sliding_window=sliding_window, scale=scale)
 
 
-def _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh):
-    # Each ring step's block runs through XLA whatever model.attention_impl says: the Pallas and
-    # splash kernels do not return the log-sum-exp a ring merges by (README, context parallelism).
-    if positions is None:
-        raise ValueError("context parallelism needs the tokens' positions (the mask is built from them)")
+def ring_blocks(impl: str) -> str:
+    """What computes a context-parallel ring's blocks for a resolved `model.attention_impl`: XLA,
+    or our Pallas kernel for every kernel implementation (splash and cuDNN return no log-sum-exp
+    for a ring to merge by, and their backward passes cannot take the ring's)."""
+    return "xla" if impl == "xla" else "pallas"
+
+
+def _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh, kernel):
     if q_segment_ids is None:
         q_segment_ids = kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32)
+    if kernel:
+        return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                                      mesh=mesh, specs=_attention_specs(), sliding_window=sliding_window,
+                                      scale=scale, kernel_options=kernel_target())
+    if positions is None:
+        raise ValueError("context parallelism needs the tokens' positions (the mask is built from them)")
     return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                                   q_positions=positions, kv_positions=positions, mesh=mesh, specs=_attention_specs(),
                                   sliding_window=sliding_window, scale=scale)

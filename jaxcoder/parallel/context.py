@@ -155,13 +155,22 @@ def context_size(mesh) -> int:
     return int(mesh.shape.get(AXIS, 1)) if mesh is not None else 1
 
 
-def sharded_ring_attention(q, k, v, *, q_segment_ids, kv_segment_ids, q_positions, kv_positions, mesh,
-                           specs, sliding_window=None, scale=None):
-    """`ring_attention` under `shard_map` on `mesh`: batch, length and heads sharded as `specs`
-    (query, K/V, token) say, the length over the context axis."""
+def sharded_ring_attention(q, k, v, *, q_segment_ids, kv_segment_ids, mesh, specs, q_positions=None,
+                           kv_positions=None, sliding_window=None, scale=None, kernel_options=None):
+    """The ring under `shard_map` on `mesh`: batch, length and heads sharded as `specs` (query,
+    K/V, token) say, the length over the context axis. Blocks run through XLA (`ring_attention`,
+    masked by positions) or, given `kernel_options`, through our Pallas kernel
+    (`context_flash.ring_flash_attention`, masked by index)."""
     size = context_size(mesh)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qs, kvs, tok = specs
+    if kernel_options is not None:
+        from jaxcoder.parallel.context_flash import ring_flash_attention
+
+        body = functools.partial(ring_flash_attention, size=size, sliding_window=sliding_window, scale=scale,
+                                 kernel_options=kernel_options)
+        return jax.shard_map(body, mesh=mesh, in_specs=(qs, kvs, kvs, tok, tok), out_specs=qs,
+                             check_vma=False)(q, k, v, q_segment_ids, kv_segment_ids)
     body = functools.partial(ring_attention, size=size, sliding_window=sliding_window, scale=scale)
     return jax.shard_map(body, mesh=mesh, in_specs=(qs, kvs, kvs, tok, tok, tok, tok), out_specs=qs,
                          check_vma=False)(q, k, v, q_segment_ids, kv_segment_ids, q_positions, kv_positions)

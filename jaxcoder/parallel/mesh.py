@@ -183,6 +183,3 @@ def check_model_fits(model_cfg, sizes: Mapping[str, int], global_batch: int, seq
     if context > 1 and seq_len % (2 * context):
         raise MeshError(f"train.seq_len ({seq_len}) must be a multiple of 2 x mesh.context = {2 * context} (each "
                         f"device holds an early and a late chunk of every row)")
-    if context > 1 and stage > 1:
-        raise MeshError(f"mesh.context={context} with mesh.stage={stage}: context parallelism inside pipeline "
-                        f"stages is not supported yet; use one of them")

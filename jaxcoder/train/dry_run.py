@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import jax
 
-from jaxcoder.model.attention_ops import resolve_impl
+from jaxcoder.model.attention_ops import resolve_impl, ring_blocks
 from jaxcoder.parallel.context import context_size
 from jaxcoder.parallel.topology import hbm_bytes
 from jaxcoder.train import sharding as shard_lib
@@ -89,7 +89,7 @@ def dry_run(run: RunConfig, devices: list[jax.Device] | None = None) -> DryRunRe
         compiled = step.lower(params, opt_state, batch).compile()
         attention = resolve_impl(mcfg.attention_impl)  # for the mesh's devices
         if context_size(mesh) > 1:
-            attention = f"ring over {context_size(mesh)} context devices (xla blocks)"
+            attention = f"ring over {context_size(mesh)} context devices ({ring_blocks(attention)} blocks)"
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     device = mesh.devices.flat[0]
