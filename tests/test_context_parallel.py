@@ -1,7 +1,7 @@
 """Context parallelism on 8 fake devices: with each row's tokens split over the `context` mesh axis
 (ring attention, load-balanced layout), the loss and every gradient equal those of the same model
 and batch on one device, for packed rows (many short documents and one longer than a device's
-chunk), with and without a sliding window, for GQA and MQA models, beside FSDP, data parallelism and
+chunk), with and without a sliding window, for GQA and MQA models, beside FSDP, data and tensor parallelism and
 pipeline stages, with ring blocks computed by XLA and by our Pallas kernel."""
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ CASES = {  # (preset, overrides): GQA with and without a window, MQA with learne
 MESHES = {"context2-fsdp2-data2": {"data": 2, "fsdp": 2, "context": 2},
           "context4-fsdp2": {"fsdp": 2, "context": 4, "data": 1},
           "context8": {"context": 8, "data": 1},
-          "stage2-context2-fsdp2": {"stage": 2, "context": 2, "fsdp": 2, "data": 1}}
+          "stage2-context2-fsdp2": {"stage": 2, "context": 2, "fsdp": 2, "data": 1},
+          "context2-tensor2-fsdp2": {"context": 2, "tensor": 2, "fsdp": 2, "data": 1}}
 
 
 @pytest.mark.parametrize(("case", "mesh_name", "q_chunk"), [
@@ -84,7 +85,7 @@ def test_loss_and_gradients_equal_one_device(case, mesh_name, q_chunk, monkeypat
 
 
 @pytest.mark.parametrize(("case", "mesh_name", "max_piece"), [
-    ("gqa", "context2-fsdp2-data2", None),
+    ("gqa", "context2-tensor2-fsdp2", None),  # heads (and K/V heads) split over tensor devices too
     ("gqa-window", "context4-fsdp2", None),  # chunk distances 0 and 1 computed, farther ones skipped; 1 hop each way
     ("mqa", "context4-fsdp2", 4),  # chunks of 8 cut into pieces of 4 (as on a TPU whose VMEM a chunk overfills)
 ])
