@@ -214,8 +214,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, q_segment_ids: jax.Array
     """Dispatches to the selected attention implementation (segment ids None: one document).
 
     Under a mesh whose `context` axis shards the sequence, attention runs as a ring over it
-    (`parallel/context.py`), masked by segment ids and `positions` (the tokens' positions within
-    their documents, needed there: the rows are in the load-balanced order)."""
+    (`parallel/context.py`): with XLA blocks masked by segment ids and `positions` (the tokens'
+    positions within their documents: the rows are in the load-balanced order), with our kernel's
+    blocks (`ring_blocks`) by segment ids and each chunk's place in the row."""
     mesh = active_mesh()
     name = resolve_impl(impl, q, packed=q_segment_ids is not None, k_len=k.shape[1])
     if context_size(mesh) > 1 and "context" in jax.tree.leaves(tuple(active_spec(("length",)))):

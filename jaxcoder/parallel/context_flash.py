@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcoder.parallel.context import AXIS, _hops, _shift
+from jaxcoder.parallel.context import AXIS, _finite, _hops, _shift
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +75,7 @@ def _to_rows(rs: RingStatic, stat):
 def _merge(rs: RingStatic, acc, new):
     """Two normalised partial results (out, lse) over disjoint keys merged into one."""
     (o1, l1), (o2, l2) = acc, new
-    m = jnp.maximum(l1, l2)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    m = _finite(jnp.maximum(l1, l2))
     w1, w2 = jnp.exp(l1 - m), jnp.exp(l2 - m)
     total = w1 + w2
     safe = jnp.maximum(total, jnp.finfo(jnp.float32).tiny)
@@ -98,8 +97,9 @@ def _over_pairs(rs: RingStatic, src, body, state):
 
 
 def _walk(rs: RingStatic, local, visit, state):
-    """Calls visit(state, block, source device) for every K/V block the ring brings here, leg by
-    leg; each block is sent on before it is visited, so the transfer can overlap the work."""
+    """state = visit(state, block, source device, direction, last) for every K/V block the ring
+    brings here, leg by leg (`last`: the leg's final block); each block is sent on before it is
+    visited, so the transfer can overlap the work."""
     me = jax.lax.axis_index(rs.axis)
     for direction, first, count in rs.legs:
         blk = _shift(local, rs.axis, rs.size, direction) if first else local
