@@ -155,6 +155,29 @@ def test_sharded_generation_equals_single_device():
     assert sharded == single
 
 
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_a_context_parallel_run_generates_with_its_context_devices_as_data():
+    """Evaluating a run trained with mesh.context folds that axis into data parallelism (its ring
+    is for whole load-balanced rows, not prompts and one-token decode steps); a context mesh
+    passed to generate is refused."""
+    from jaxcoder.eval.generate import place
+    from jaxcoder.parallel.mesh import MeshConfig, make_mesh
+
+    trained = MeshConfig(data=1, fsdp=2, context=4, dcn_data=1)
+    folded = trained.without_context()
+    assert (folded.data, folded.fsdp, folded.context, folded.dcn_data, folded.dcn_context) == (4, 2, 1, 1, 1)
+    assert MeshConfig(data=-1, context=2).without_context().sizes()["data"] == -1
+    cfg = preset("deepseek-coder-tiny", dtype="float32")
+    params = random_params(F.init_params(cfg, 0), seed=5, scale=0.3)
+    prompts = [np.random.default_rng(3).integers(4, cfg.vocab_size, n).tolist() for n in (5, 11, 7, 3)]
+    single = generate(cfg, params, prompts, SamplingConfig(max_new_tokens=8))
+    mesh = make_mesh(folded.sizes())
+    assert generate(cfg, place(cfg, params, mesh), prompts, SamplingConfig(max_new_tokens=8), mesh=mesh) == single
+    context_mesh = make_mesh(trained.sizes())
+    with pytest.raises(ValueError, match=r"generation takes a mesh without a context axis \(this one has context=4\)"):
+        generate(cfg, place(cfg, params, context_mesh), prompts, SamplingConfig(max_new_tokens=8), mesh=context_mesh)
+
+
 def test_learned_positions_allow_every_sequence_that_fits():
     """The limit is the longest real position, not the power-of-two padded prompt buffer."""
     cfg = preset("santacoder-tiny", dtype="float32", max_seq_len=64)

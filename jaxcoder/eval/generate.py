@@ -18,6 +18,7 @@ import numpy as np
 from jaxcoder.model import functional as F
 from jaxcoder.model.config import ModelConfig
 from jaxcoder.model.decoder import CACHE_AXES
+from jaxcoder.parallel.context import context_size
 from jaxcoder.parallel.rules import DEFAULT_RULES, Rules, constrain, logical_to_spec, sharding_rules, tree_shardings
 
 
@@ -157,6 +158,9 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], s: Samp
     same rules as training: batch over data/fsdp, KV heads over tensor."""
     if not prompts or min(len(p) for p in prompts) == 0:
         raise ValueError("every prompt needs at least one token")
+    if context_size(mesh) > 1:
+        raise ValueError(f"generation takes a mesh without a context axis (this one has context="
+                         f"{context_size(mesh)}); MeshConfig.without_context() folds it into data")
     b = len(prompts)
     distinct: dict[tuple[int, ...], int] = {}
     rows = np.array([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], np.int32)

@@ -90,7 +90,8 @@ def run(run: RunConfig, checkpoint: str, step: int | None = None, untrained: boo
     if jax.device_count() > 1:  # generate sharded over every device, by the run's mesh and rules
         from jaxcoder.parallel.mesh import make_mesh
 
-        mesh = make_mesh(run.mesh.sizes(), dcn=run.mesh.dcn_sizes(), granule=run.mesh.granule)
+        mesh_cfg = run.mesh.without_context()  # a training run's context devices generate rows of their own
+        mesh = make_mesh(mesh_cfg.sizes(), dcn=mesh_cfg.dcn_sizes(), granule=mesh_cfg.granule)
         params = place(mcfg, params, mesh, run.mesh.rules_table())
     out_dir = Path(run.eval.out_dir or Path(run.workdir) / "eval") / (
         f"untrained_seed{run.seed}" if untrained else f"step_{step}")

@@ -62,6 +62,16 @@ class MeshConfig:
     def sizes(self) -> dict[str, int]:
         return {a: getattr(self, a) for a in MESH_AXES}
 
+    def without_context(self) -> MeshConfig:
+        """The same devices with the context axis folded into data parallelism: for evaluation and
+        generation, whose rows are not in the ring's load-balanced order and whose decode steps
+        attend one token to a cache."""
+        if self.context == 1 and self.dcn_context == 1:
+            return self
+        fold = lambda n, c: -1 if n == -1 else n * c
+        return dataclasses.replace(self, data=fold(self.data, self.context), context=1,
+                                   dcn_data=fold(self.dcn_data, self.dcn_context), dcn_context=1)
+
     def dcn_sizes(self) -> dict[str, int]:
         return {a: getattr(self, f"dcn_{a}") for a in MESH_AXES}
 
