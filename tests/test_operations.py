@@ -98,6 +98,25 @@ def test_the_local_tier_serves_only_the_run_and_mesh_that_wrote_it(poisoned_run,
         TrainConfig(local_checkpoint_dir="/x")
 
 
+def test_a_step_whose_deletion_was_killed_is_not_resumed_from(poisoned_run, tmp_path):
+    """A kill while Orbax deletes an old local step (max_to_keep) leaves its directory without its
+    metadata: the tier skips it (it made resuming fail with 'Item "meta" was not found')."""
+    import shutil
+
+    from jaxcoder.train.emergency import LocalTier
+
+    cfg, _ = poisoned_run
+    local = tmp_path / "local"
+    shutil.copytree(cfg.train.local_checkpoint_dir, local)
+    half_deleted = local / "process_0" / "2"
+    mine = json.loads((local / "process_0" / "4" / "meta" / "metadata").read_text())["layout"]
+    for item in half_deleted.iterdir():
+        if item.name != "state":  # what rmtree had removed when the kill came
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    assert LocalTier(local, 2, mine).usable_steps() == (
+        [4], "left incomplete by an interrupted save or deletion (step 2)")
+
+
 def test_the_skipped_step_leaves_params_and_optimizer_state_unchanged(prepared_data):
     from jaxcoder.model import functional as F
     from jaxcoder.model.presets import preset

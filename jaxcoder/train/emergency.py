@@ -93,7 +93,13 @@ class LocalTier:
         """The complete steps written by this run on this layout, and why the others are not."""
         usable, why = [], None
         for step in sorted(self.manager.all_steps()):
-            theirs = self.meta(step).get("layout") or {}
+            try:
+                theirs = self.meta(step).get("layout") or {}
+            except (KeyError, FileNotFoundError, ValueError):
+                # A kill during a save or during the deletion of an old step (max_to_keep) leaves a
+                # step directory without all its items: never a step to resume from.
+                why = why or f"left incomplete by an interrupted save or deletion (step {step})"
+                continue
             differ = [f"{k} ({theirs.get(k)})" for k in self.layout if theirs.get(k) != self.layout[k]]
             if differ:
                 why = f"written with another {', '.join(differ)}"
