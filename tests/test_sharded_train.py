@@ -242,7 +242,10 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
                                            JAXCODER_PROCESS_ID=str(i)),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
         outs = [p.communicate(timeout=600)[0] for p in procs]
-        assert all(p.returncode == 0 for p in procs), outs
+        # Each process's own last lines, untruncated: a failure here is read from them.
+        tails = [f"--- process {i} (exit {p.returncode}) ---\n{o[-4000:]}" for i, (p, o) in
+                 enumerate(zip(procs, outs, strict=True))]
+        assert all(p.returncode == 0 for p in procs), "\n".join(tails)
         return outs
 
     outs = run_two()
