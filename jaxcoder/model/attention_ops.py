@@ -243,12 +243,9 @@ def ring_blocks(impl: str) -> str:
 def _context_parallel(q, k, v, q_segment_ids, kv_segment_ids, positions, sliding_window, scale, mesh, kernel):
     if q_segment_ids is None:
         q_segment_ids = kv_segment_ids = jnp.ones(q.shape[:2], jnp.int32)
-    if kernel:
-        return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                                      mesh=mesh, specs=_attention_specs(), sliding_window=sliding_window,
-                                      scale=scale, kernel_options=kernel_target())
-    if positions is None:
+    if positions is None and not kernel:  # the kernel's blocks mask by index, XLA's by position
         raise ValueError("context parallelism needs the tokens' positions (the mask is built from them)")
     return sharded_ring_attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                                   q_positions=positions, kv_positions=positions, mesh=mesh, specs=_attention_specs(),
-                                  sliding_window=sliding_window, scale=scale)
+                                  sliding_window=sliding_window, scale=scale,
+                                  kernel_options=kernel_target() if kernel else None)
