@@ -117,6 +117,59 @@ def test_a_step_whose_deletion_was_killed_is_not_resumed_from(poisoned_run, tmp_
         [4], "left incomplete by an interrupted save or deletion (step 2)")
 
 
+_TWO_TIERS = """
+import asyncio, sys
+import jax
+import numpy as np
+me, port, root = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(f"127.0.0.1:{port}", 2, me)
+from orbax.checkpoint._src.path import atomicity
+create = atomicity._create_paths
+
+async def late(*args, **kwargs):  # process 0's directories come last, as under load
+    if me == 0:
+        await asyncio.sleep(3)
+    return await create(*args, **kwargs)
+
+atomicity._create_paths = late
+from jaxcoder.train.emergency import LocalTier
+
+class Position:
+    def get_state(self):
+        return b"{}"
+
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+x = jax.make_array_from_callback((4,), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+                                 lambda i: np.arange(4.0)[i])
+tier = LocalTier(root, 1, {"process": me})
+for step in (1, 2):
+    tier.save(step, {"w": x}, {"m": x}, {"step": step}, Position())
+tier.close()
+print("steps", sorted(tier.manager.all_steps()))
+"""
+
+
+def test_each_process_writes_its_local_tier_after_its_own_directories_exist(tmp_path):
+    """Two processes save their local tiers while process 0's directories are created late: each
+    waits for its own (Orbax's background creation signals through keys shared by every process,
+    and one host's signal released another's writes: 'No such file or directory' in CI)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_TIERS, str(i), str(port), str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0 and "steps [1, 2]" in out, f"process {i}:\n{out[-3000:]}"
+        assert (tmp_path / f"process_{i}" / "2" / "meta" / "metadata").exists()
+
+
 def test_the_skipped_step_leaves_params_and_optimizer_state_unchanged(prepared_data):
     from jaxcoder.model import functional as F
     from jaxcoder.model.presets import preset

@@ -67,8 +67,14 @@ class LocalTier:
                                                    barrier_sync_key_prefix=f"local_tier_{me}")
         registry = ocp.type_handlers.create_type_handler_registry(
             (jax.Array, ocp.type_handlers.ArrayHandler(primary_host=None, replica_id=None, use_replica_parallel=False)))
+        # Directories are created before the save returns, not in the background: Orbax's background
+        # creation signals "created" through keys named by a per-process operation counter alone
+        # (`awaitable_signals_contract_<n>/...`), so with every process its own primary host one
+        # host's signal released another's writes into a directory not yet there (CI: "No such
+        # file or directory: .../2.orbax-checkpoint-tmp/meta.orbax-checkpoint-tmp/metadata").
+        sync_dirs = ocp.AsyncOptions(create_directories_asynchronously=False)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False, enable_async_checkpointing=True,
-                                               multiprocessing_options=alone)
+                                               multiprocessing_options=alone, async_options=sync_dirs)
         handlers = {"state": ocp.handlers.PyTreeCheckpointHandler(multiprocessing_options=alone,
                                                                   type_handler_registry=registry),
                     "meta": ocp.JsonCheckpointHandler(multiprocessing_options=alone)}
