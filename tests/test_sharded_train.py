@@ -138,20 +138,36 @@ def test_sigkill_then_resume_is_bitwise_identical(prepared_data, tmp_path):
     data = prepared_data[0].out_dir
     cmd = [sys.executable, "-m", "jaxcoder", "train"]
     full = tmp_path / "full"
-    subprocess.run(cmd + cli_overrides(data, str(full), 16, **{"train.checkpoint_every": 4}), cwd=ROOT,
+    subprocess.run(cmd + cli_overrides(data, str(full), 16, **{"train.checkpoint_every": 8}), cwd=ROOT,
                    env=_env(2), check=True, capture_output=True, timeout=600)
     killed, local = tmp_path / "killed", tmp_path / "local"
-    flags = cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 4, "train.local_checkpoint_every": 3,
+    flags = cli_overrides(data, str(killed), 16, **{"train.checkpoint_every": 8, "train.local_checkpoint_every": 3,
                                                     "train.local_checkpoint_dir": str(local)})
     began = time.time()
     proc = subprocess.Popen(cmd + flags, cwd=ROOT, env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while 9 not in _steps(local / "process_0") and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+
+    def tiers_and_heartbeat() -> tuple[list[int], list[int], int]:
+        try:
+            beat = json.loads((killed / "goodput" / "attempt_0.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            beat = 0
+        return _steps(local / "process_0"), _steps(killed / "checkpoints"), beat
+
+    # The kill must come after a local save newer than the persistent tier's newest, and after the
+    # goodput heartbeat recorded a step past that save (the time to be counted as lost): the run is
+    # frozen while that is read, so the kill finds it as it was read.
+    while time.time() < deadline and proc.poll() is None:
+        proc.send_signal(signal.SIGSTOP)
+        mine, persistent, beat = tiers_and_heartbeat()
+        if mine and max(mine) >= 9 and beat > max(mine) > max(persistent, default=0):
+            break
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     walls = [time.time() - began]
-    reached, tiers = max(_metrics(killed)), (_steps(local / "process_0"), _steps(killed / "checkpoints"))
+    reached, tiers = max(_metrics(killed)), tiers_and_heartbeat()[:2]
     assert 9 <= reached < 16 and max(tiers[0]) > max(tiers[1], default=0), (reached, tiers)
     # The resumed attempt's accounts end when it reports them ("done: ..."), before the
     # interpreter's own teardown.
