@@ -176,3 +176,21 @@ def test_vocabulary_too_large_for_the_corpus_names_the_field_and_the_limit(tmp_p
         train_tokenizer([], tmp_path / "t.model", vocab_size=1000)
     with pytest.raises(ConfigError, match="tokenizer.vocab_size=200 is less than the 256 bytes"):
         train_tokenizer(tiny, tmp_path / "bpe", kind="hf", vocab_size=200)
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "hf", "hf-deepseek"])
+def test_the_ends_of_a_long_text_encode_as_in_the_whole_text(kinds, corpus, kind):
+    """FIM prompts encode a window at the hole instead of the whole (repository-sized) document:
+    the tokens kept equal the ends of the whole text's encoding, at random cuts, across a long
+    run of spaces (the window must grow past it) and for texts shorter than the window."""
+    from jaxcoder.eval.infilling import end_tokens
+
+    tok, rng = kinds[kind], random.Random(0)
+    text = "".join(corpus[1::2])[:60_000]
+    text = text[:30_000] + " " * 3000 + "\n" + text[30_000:]
+    for cut in [*(rng.randrange(len(text)) for _ in range(6)), 30_000 + 3001 + 40, 30_000 + 1500, 500]:
+        for n in (29, 125):
+            assert end_tokens(tok, text[:cut], n, last=True) == tok.encode(text[:cut])[-n:], (cut, n)
+            assert end_tokens(tok, text[cut:], n, last=False) == tok.encode(text[cut:])[:n], (cut, n)
+    assert end_tokens(tok, "x = 1\n", 125, last=True) == tok.encode("x = 1\n")
+    assert end_tokens(tok, "x = 1\n", 0, last=False) == []
