@@ -20,6 +20,19 @@ for ((i = 0; i < n; i++)); do
     "$bin" train "$@" "${extra[@]}" > >(sed "s/^/[p$i] /") 2>&1 &
   pids+=($!)
 done
+# The first process to fail stops the others: they would otherwise wait in a collective for a
+# peer that is gone until the coordinator's timeout. Its exit status is the script's.
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+left=("${pids[@]}")
+while ((${#left[@]})); do
+  code=0
+  wait -n -p done_pid "${left[@]}" || code=$?
+  left=("${left[@]/$done_pid}")
+  left=(${left[@]})
+  if ((code != 0 && status == 0)); then
+    status=$code
+    echo "launch/local.sh: a process (pid $done_pid) exited with status $code; stopping the others" >&2
+    kill -TERM "${left[@]}" 2>/dev/null || true
+  fi
+done
 exit $status

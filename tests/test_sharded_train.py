@@ -297,6 +297,22 @@ def test_launch_local_script_runs_two_processes(prepared_data, tmp_path):
     assert "[p0]" in proc.stdout and "[p1]" in proc.stdout and sorted(_metrics(work)) == [1, 2]
 
 
+def test_launch_local_script_stops_every_process_when_one_fails(tmp_path):
+    """Process 1 fails at once; process 0, waiting for it at start-up, is stopped instead of
+    waiting out the coordinator's timeout, and the script exits with process 1's status."""
+    fails = tmp_path / "jaxcoder"
+    fails.write_text(f'#!/usr/bin/env bash\n[[ $JAXCODER_PROCESS_ID == 1 ]] && exit 7\n'
+                     f'exec {Path(sys.executable).parent / "jaxcoder"} "$@"\n')
+    fails.chmod(0o755)
+    began = time.time()
+    proc = subprocess.run(["bash", "launch/local.sh", "2", "--config=configs/deepseek_coder.py:tiny",
+                           f"--config.workdir={tmp_path / 'run'}"], cwd=ROOT, env=_env(1, JAXCODER=str(fails)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 7, proc.stdout + proc.stderr
+    assert "exited with status 7; stopping the others" in proc.stderr
+    assert time.time() - began < 120  # jax.distributed's own wait for a missing peer is 5 minutes
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["deepseek_coder.py:6.7b", "starcoder2.py:7b"])
 def test_dry_run_fits_published_context_on_64_device_fsdp(config):
