@@ -27,8 +27,11 @@ left=("${pids[@]}")
 while ((${#left[@]})); do
   code=0
   wait -n -p done_pid "${left[@]}" || code=$?
-  left=("${left[@]/$done_pid}")
-  left=(${left[@]})
+  rest=()
+  for pid in "${left[@]}"; do
+    if [[ $pid != "$done_pid" ]]; then rest+=("$pid"); fi
+  done
+  left=("${rest[@]}")
   if ((code != 0 && status == 0)); then
     status=$code
     echo "launch/local.sh: a process (pid $done_pid) exited with status $code; stopping the others" >&2
