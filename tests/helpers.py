@@ -28,6 +28,15 @@ def tiny_train_config(data_dir: str, workdir: str, **train):
     return cfg
 
 
+def free_port() -> int:
+    """A local TCP port no one listens on now, for a test's jax.distributed coordinator."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cli_overrides(data_dir: str, workdir: str, steps: int, **extra) -> list[str]:
     """The same tiny run as command-line flags for `jaxcoder train` subprocesses."""
     flags = {"model.vocab_size": 1024, "data.prepared_dir": data_dir, "workdir": workdir, "train.steps": steps,

@@ -154,13 +154,12 @@ def test_each_process_writes_its_local_tier_after_its_own_directories_exist(tmp_
     waits for its own (Orbax's background creation signals through keys shared by every process,
     and one host's signal released another's writes: 'No such file or directory' in CI)."""
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from helpers import free_port
+
+    port = free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [subprocess.Popen([sys.executable, "-c", _TWO_TIERS, str(i), str(port), str(tmp_path)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import cli_overrides, tiny_train_config
+from helpers import cli_overrides, free_port, tiny_train_config
 
 from jaxcoder.config import resolve
 from jaxcoder.parallel.mesh import MeshError
@@ -236,7 +236,6 @@ def test_sigterm_before_the_first_step_exits_cleanly(prepared_data, tmp_path):
 def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     """...and each process keeps its own local tier, from which the two resume together."""
     import shutil
-    import socket
 
     data = prepared_data[0].out_dir
     common = {"data.streams": 2, "mesh.data": 4}
@@ -247,9 +246,7 @@ def test_two_process_run_equals_one_process_run(prepared_data, tmp_path):
     two, local = tmp_path / "two", tmp_path / "local"
 
     def run_two() -> list[str]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         flags = cli_overrides(data, str(two), 4, **common, **{"distributed.local_devices": 2,
                                                               "train.local_checkpoint_dir": str(local),
                                                               "train.local_checkpoint_every": 2})

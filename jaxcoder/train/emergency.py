@@ -85,8 +85,8 @@ class LocalTier:
 
     def save(self, step: int, params: Any, opt_state: Any, meta: dict, data_iter: Any) -> None:
         """Saves asynchronously; the data iterator's position (this process's streams) is taken now
-        and kept in the step's JSON (grain's own handler waits for directories that Orbax creates
-        in the background when every process is its own primary host)."""
+        and kept in the step's JSON (grain's own handler waited for the directories while Orbax
+        created them in the background; they are now made before the save, see __init__)."""
         position = data_iter.get_state().decode()
         self.manager.save(step, force=True, args=ocp.args.Composite(
             state=ocp.args.PyTreeSave({"params": params, "opt_state": opt_state}),
